@@ -1,0 +1,3 @@
+from densitylab.cli import main
+
+raise SystemExit(main())

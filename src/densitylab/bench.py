@@ -1,0 +1,61 @@
+"""Fixed-budget benchmark: train for N minutes, then report one JSON record.
+
+Protocol (the same for every model): batch 64, 2 threads, the time budget counts optimizer steps
+only; then test bits/dim on the first 2,000 test images (flows: one fixed, seeded uniform
+dequantization sample per image), train images/s, and the seconds to sample 64 images.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from densitylab.config import RunConfig
+from densitylab.evaluate import bits_per_dim
+from densitylab.train.trainer import Trainer
+
+
+def fixed_budget(
+    model: str,
+    data: str = "fashion-mnist",
+    minutes: float = 8.0,
+    batch_size: int = 64,
+    threads: int = 2,
+    test_images: int = 2000,
+    model_config: dict[str, Any] | None = None,
+    lr: float | None = None,
+    data_dir: str | None = None,
+    out: str | None = None,
+    sample_count: int = 64,
+) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    config = RunConfig(model=model, model_config=model_config or {}, data=data, n_bits=8,
+                       data_dir=data_dir, time_budget=f"{minutes * 60}s", batch_size=batch_size,
+                       threads=threads, eval_every=10**9, checkpoint_every=10**9)
+    if lr is not None:
+        config.lr = lr
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config, Path(out or tmp), force=True, progress=False)
+        trainer.train_loop()
+        model_ = trainer.model.eval()
+        test_bpd = bits_per_dim(model_, trainer.data.test[:test_images], seed=0)
+        started = time.perf_counter()
+        model_.sample(sample_count, generator=torch.Generator().manual_seed(0))
+        sample_seconds = time.perf_counter() - started
+    return {
+        "model": model,
+        "data": data,
+        "minutes": minutes,
+        "parameters": sum(p.numel() for p in model_.parameters()),
+        "steps": trainer.state.step,
+        "train_images_per_s": trainer.state.step * batch_size / trainer.state.train_seconds,
+        "test_images": test_images,
+        "test_bits_per_dim": test_bpd,
+        f"sample_{sample_count}_seconds": sample_seconds,
+        "model_config": trainer.model.config_dict(),
+        "lr": config.lr,
+    }

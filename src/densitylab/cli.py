@@ -1,0 +1,245 @@
+"""The ``densitylab`` command line: list, train, eval, sample, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from densitylab.errors import DensitylabError
+
+
+def _model_options(pairs: list[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise DensitylabError(f"--model-opt takes KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="densitylab",
+        description="Train, evaluate and sample autoregressive models and normalizing flows, "
+        "scored in exact bits/dim.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="every model and dataset, one line each")
+
+    train = sub.add_parser("train", help="train a model into a run directory")
+    train.add_argument("model", nargs="?", help="model name (see 'densitylab list')")
+    train.add_argument("--config", help="RUN.yaml with settings; flags override it")
+    train.add_argument("--data", help="dataset name, .npy/.npz file or image folder")
+    train.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live")
+    train.add_argument("--n-bits", type=int, help="quantize to 2**N levels (1 = binarize)")
+    train.add_argument("--epochs", type=float, help="number of passes over the training set")
+    train.add_argument("--time-budget", help="stop after this much training, e.g. 90s, 10m, 1h")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--device", help="auto, cpu or cuda")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--threads", type=int, help="CPU threads for torch")
+    train.add_argument("--eval-every", type=int, help="steps between test evaluations")
+    train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    train.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                       help="a model option, e.g. hidden_channels=32 (repeatable)")
+    train.add_argument("--out", help="run directory")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    train.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ev = sub.add_parser("eval", help="test bits/dim of a trained run")
+    ev.add_argument("run_dir")
+    ev.add_argument("--data", help="evaluate on another dataset (same shape and levels)")
+    ev.add_argument("--data-dir")
+    ev.add_argument("--split", choices=("test", "train"), default="test")
+    ev.add_argument("--iw", type=int, default=1, metavar="S",
+                    help="flows: importance-weighted bound with S dequantization samples")
+    ev.add_argument("--max-images", type=int, help="evaluate on the first N images only")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+
+    sample = sub.add_parser("sample", help="write a grid of samples from a trained run")
+    sample.add_argument("run_dir")
+    sample.add_argument("-n", type=int, default=64, help="number of samples")
+    sample.add_argument("-o", "--output", default=None, help="PNG path (default RUN_DIR/grid.png)")
+    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--device", default="auto")
+
+    demo = sub.add_parser("demo", help="train a small PixelCNN and RealNVP on real MNIST digits")
+    demo.add_argument("--out", default="demo_runs")
+    demo.add_argument("--time-budget", default="100s", help="training time per model")
+
+    bench = sub.add_parser("bench", help="fixed-budget benchmark: train N minutes, report JSON")
+    bench.add_argument("model")
+    bench.add_argument("--data", default="fashion-mnist")
+    bench.add_argument("--data-dir")
+    bench.add_argument("--minutes", type=float, default=8.0)
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--test-images", type=int, default=2000)
+    bench.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--lr", type=float)
+    bench.add_argument("--out", default=None, help="run directory (default: a temporary one)")
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from densitylab.data import DATASETS
+    from densitylab.models.base import available_models
+
+    print("models:")
+    for name, info in sorted(available_models().items()):
+        print(f"  {name:<16} [{info.cls.family}] {info.description}")
+    print("datasets:")
+    for name, info in DATASETS.items():
+        print(f"  {name:<16} {info.description}")
+    print(f"  {'PATH':<16} your own .npy/.npz of uint8 images or a folder of PNG images")
+    return 0
+
+
+_TRAIN_FLAGS = ("data", "data_dir", "n_bits", "epochs", "time_budget", "batch_size", "lr",
+                "device", "seed", "threads", "eval_every", "checkpoint_every")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from densitylab.config import RunConfig
+    from densitylab.train.trainer import Trainer, resume_config
+
+    flags = {k: getattr(args, k) for k in _TRAIN_FLAGS}
+    if args.resume:
+        if args.model or args.config or args.model_opt or args.out:
+            raise DensitylabError("--resume RUN_DIR takes the run's own config; drop MODEL, "
+                                  "--config, --model-opt and --out")
+        config = resume_config(args.resume, flags)
+        trainer = Trainer(config, args.resume, resume=True, progress=not args.no_progress)
+        run_dir = Path(args.resume)
+    else:
+        values = RunConfig.load(args.config).to_dict() if args.config else RunConfig().to_dict()
+        if args.model:
+            if args.config and args.model != values["model"]:
+                values["model_config"] = {}
+            values["model"] = args.model
+        elif not args.config:
+            raise DensitylabError("name a model (densitylab train pixelcnn ...) or pass --config")
+        values.update({k: v for k, v in flags.items() if v is not None})
+        values["model_config"] = dict(values.get("model_config") or {}) | _model_options(
+            args.model_opt
+        )
+        config = RunConfig.from_dict(values)
+        if not args.out:
+            raise DensitylabError("say where the run goes: --out RUN_DIR")
+        run_dir = Path(args.out)
+        trainer = Trainer(config, run_dir, force=args.force, progress=not args.no_progress)
+    results = trainer.fit()
+    print(f"{results['model']} on {results['data']}: test bits/dim {results['test_bits_per_dim']:.4f}"
+          f" ({results['bound']}); run in {run_dir}")
+    return 0
+
+
+def _run_model_path(run_dir: str) -> Path:
+    from densitylab.train.trainer import CHECKPOINT_FILE, MODEL_FILE
+
+    path = Path(run_dir)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DensitylabError(f"run directory {path} does not exist")
+    for name in (MODEL_FILE, CHECKPOINT_FILE):
+        if (path / name).is_file():
+            return path / name
+    raise DensitylabError(f"{path} holds no model.safetensors or checkpoint; train it first")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from densitylab.config import RunConfig
+    from densitylab.data import load_dataset
+    from densitylab.evaluate import bits_per_dim
+    from densitylab.train.checkpoint import model_from_checkpoint
+    from densitylab.train.trainer import CONFIG_FILE, resolve_device
+
+    model, header = model_from_checkpoint(_run_model_path(args.run_dir), resolve_device(args.device))
+    config_path = Path(args.run_dir) / CONFIG_FILE
+    run = RunConfig.load(config_path) if config_path.is_file() else RunConfig()
+    data = load_dataset(args.data or run.data, run.n_bits, args.data_dir or run.data_dir)
+    if data.shape != model.shape or data.levels != model.levels:
+        raise DensitylabError(
+            f"the model expects {model.shape} images with {model.levels} levels, the data has "
+            f"{data.shape} with {data.levels}; choose matching --data"
+        )
+    images = data.test if args.split == "test" else data.train
+    images = images[: args.max_images] if args.max_images else images
+    if args.iw < 1:
+        raise DensitylabError("--iw must be at least 1")
+    bpd = bits_per_dim(model, images, args.batch_size, args.seed, args.iw)
+    kind = "exact" if model.family != "flow" else (
+        f"importance-weighted, {args.iw} dequantization samples" if args.iw > 1
+        else "dequantization bound"
+    )
+    print(json.dumps({"model": header["model"], "data": data.name, "split": args.split,
+                      "images": len(images), "bits_per_dim": bpd, "kind": kind}))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from densitylab.train.checkpoint import model_from_checkpoint
+    from densitylab.train.trainer import resolve_device
+    from densitylab.viz.grid import save_grid
+
+    if args.n < 1:
+        raise DensitylabError("-n must be at least 1")
+    if args.temperature < 0:
+        raise DensitylabError("--temperature must be >= 0")
+    model, _ = model_from_checkpoint(_run_model_path(args.run_dir), resolve_device(args.device))
+    model.eval()
+    generator = torch.Generator().manual_seed(args.seed)
+    samples = model.sample(args.n, temperature=args.temperature, generator=generator)
+    output = Path(args.output) if args.output else Path(args.run_dir) / "grid.png"
+    save_grid(output, samples, model.levels)
+    print(f"wrote {args.n} samples to {output}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from densitylab.demo import run_demo
+
+    run_demo(Path(args.out), args.time_budget)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from densitylab.bench import fixed_budget
+
+    result = fixed_budget(args.model, args.data, args.minutes, args.batch_size, args.threads,
+                          args.test_images, _model_options(args.model_opt), args.lr,
+                          args.data_dir, args.out)
+    print(json.dumps(result))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+            "demo": cmd_demo, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DensitylabError as exc:
+        print(f"densitylab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("densitylab: interrupted; a training run continues with "
+              "'densitylab train --resume RUN_DIR'", file=sys.stderr)
+        return 130

@@ -1,0 +1,109 @@
+"""The configuration of one training run, read from and written to ``config.yaml``."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from densitylab.errors import DensitylabError
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; flags on the command line override the YAML file."""
+
+    model: str = "pixelcnn"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    data: str = "mnist5k"
+    n_bits: int | None = None
+    data_dir: str | None = None
+    epochs: float | None = None
+    time_budget: str | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    grad_clip: float = 100.0
+    device: str = "auto"
+    seed: int = 0
+    threads: int | None = None
+    eval_every: int = 500
+    eval_images: int = 1000
+    checkpoint_every: int = 200
+    log_every: int = 20
+    max_bad_steps: int = 5
+    sample_count: int = 36
+
+    def validate(self) -> RunConfig:
+        if self.epochs is None and self.time_budget is None:
+            raise DensitylabError("say how long to train: --epochs E or --time-budget 10m")
+        if self.epochs is not None and self.epochs <= 0:
+            raise DensitylabError(f"--epochs must be positive, got {self.epochs}")
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
+        if self.batch_size < 1:
+            raise DensitylabError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise DensitylabError(f"--lr must be positive, got {self.lr}")
+        if self.schedule not in ("cosine", "constant"):
+            raise DensitylabError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise DensitylabError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise DensitylabError(f"{name} must be at least 1")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise DensitylabError(
+                f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known settings are "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        from densitylab.train.files import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise DensitylabError(f"config file {path} not found")
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise DensitylabError(f"{path} is not valid YAML ({exc.__class__.__name__})") from None
+        if not isinstance(values, dict):
+            raise DensitylabError(f"{path} must hold a mapping of settings")
+        return cls.from_dict(values, source=str(path))
+
+
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """``"90s"``, ``"10m"``, ``"1.5h"`` or a number of seconds -> seconds."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h)?\s*", str(text))
+        if not match:
+            raise DensitylabError(f"cannot read duration {text!r}; write e.g. 90s, 10m or 1h")
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise DensitylabError(f"duration must be positive, got {text!r}")
+    return seconds

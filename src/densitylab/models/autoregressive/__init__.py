@@ -1,0 +1,1 @@
+"""Autoregressive models: exact log-likelihoods from a product of conditionals."""

@@ -1,0 +1,1 @@
+"""Normalizing flows: transforms (data -> noise) and the dequantized image models built on them."""

@@ -1,0 +1,128 @@
+"""The transform protocol of densitylab's flows, and the generic transforms built on it.
+
+A :class:`Transform` maps data to noise: ``forward(x, cond=None) -> (z, logabsdet)`` with
+``logabsdet = log |det dz/dx|`` per example, and ``inverse(z, cond=None) -> (x, logabsdet)``
+with ``logabsdet = log |det dx/dz|``. So ``log p(x) = log p_base(z) + logabsdet(forward)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Transform(nn.Module):
+    """An invertible map, data -> noise, with the log-determinant of its Jacobian."""
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def inverse(
+        self, z: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class CompositeTransform(Transform):
+    """``t_n o ... o t_1``: forward applies the transforms in order, inverse in reverse."""
+
+    def __init__(self, transforms: list[Transform]) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, x, cond=None):
+        total = x.new_zeros(x.shape[0])
+        for transform in self.transforms:
+            x, logabsdet = transform(x, cond)
+            total = total + logabsdet
+        return x, total
+
+    def inverse(self, z, cond=None):
+        total = z.new_zeros(z.shape[0])
+        for transform in reversed(self.transforms):
+            z, logabsdet = transform.inverse(z, cond)
+            total = total + logabsdet
+        return z, total
+
+
+class LogitTransform(Transform):
+    """``y in [0,1) -> logit(alpha + (1 - 2 alpha) y)`` (RealNVP's preprocessing).
+
+    ``log|dz/dy| = log(1 - 2 alpha) - log s - log(1 - s)`` with ``s = alpha + (1 - 2 alpha) y``.
+    ``alpha`` keeps the logit finite at the edges of ``[0, 1)``.
+    """
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        super().__init__()
+        if not 0 <= alpha < 0.5:
+            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
+        self.alpha = alpha
+
+    def forward(self, x, cond=None):
+        s = self.alpha + (1 - 2 * self.alpha) * x
+        s = s.clamp(1e-7, 1 - 1e-7) if self.alpha == 0 else s
+        z = torch.log(s) - torch.log1p(-s)
+        logabsdet = math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)
+        return z, logabsdet.flatten(1).sum(1)
+
+    def inverse(self, z, cond=None):
+        s = torch.sigmoid(z)
+        x = (s - self.alpha) / (1 - 2 * self.alpha)
+        logabsdet = F.logsigmoid(z) + F.logsigmoid(-z) - math.log(1 - 2 * self.alpha)
+        return x, logabsdet.flatten(1).sum(1)
+
+
+class Squeeze(Transform):
+    """``(C, H, W) -> (4C, H/2, W/2)``: each 2x2 block of a channel becomes 4 channels."""
+
+    def forward(self, x, cond=None):
+        b, c, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"Squeeze needs even height and width, got {h}x{w}")
+        x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        return x.reshape(b, c * 4, h // 2, w // 2), x.new_zeros(b)
+
+    def inverse(self, z, cond=None):
+        b, c, h, w = z.shape
+        z = z.view(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+        return z.reshape(b, c // 4, h * 2, w * 2), z.new_zeros(b)
+
+
+class ActNorm(Transform):
+    """Per-channel affine ``z = (x - b) * exp(-log_s)`` (Glow), initialised from the first batch.
+
+    Data-dependent initialisation: on the first forward pass in training mode, ``b`` and ``log_s``
+    are set so that the batch comes out with zero mean and unit variance per channel.
+    ``log|det| = -H W sum(log_s)``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+        self.bias.copy_(mean)
+        self.log_scale.copy_(torch.log(std))
+        self.initialized.fill_(1)
+
+    def forward(self, x, cond=None):
+        if self.training and not bool(self.initialized):
+            self.initialize(x)
+        z = (x - self.bias) * torch.exp(-self.log_scale)
+        logabsdet = -self.log_scale.sum() * x.shape[2] * x.shape[3]
+        return z, logabsdet.expand(x.shape[0])
+
+    def inverse(self, z, cond=None):
+        x = z * torch.exp(self.log_scale) + self.bias
+        logabsdet = self.log_scale.sum() * z.shape[2] * z.shape[3]
+        return x, logabsdet.expand(z.shape[0])

@@ -1,0 +1,1 @@
+"""Training: the trainer, crash-safe checkpoints and run directories."""

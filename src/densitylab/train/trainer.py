@@ -1,0 +1,355 @@
+"""The training loop shared by every model: one run directory, resumable after any kill.
+
+A run directory holds ``config.yaml``, ``metrics.jsonl`` (one JSON record per log/eval),
+``checkpoint.safetensors`` (latest, written atomically), and at the end ``model.safetensors``,
+``results.json`` and ``samples.png`` (plus TensorBoard events under ``tb/`` when tensorboard is
+installed).
+
+Determinism: the data order of epoch ``e`` is a permutation seeded by ``(seed, e)``, and all
+training noise (dequantization) comes from one generator whose state is checkpointed, so a run
+resumed from a checkpoint replays exactly the steps an uninterrupted run would take (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from densitylab.config import RunConfig, parse_duration
+from densitylab.data import ImageData, load_dataset
+from densitylab.errors import DensitylabError
+from densitylab.evaluate import bits_per_dim
+from densitylab.models.base import DensityModel, build_model
+from densitylab.train import checkpoint as ckpt
+from densitylab.train.files import atomic_write_json, atomic_write_text
+from densitylab.viz.grid import save_grid
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+MODEL_FILE = "model.safetensors"
+RESULTS_FILE = "results.json"
+SAMPLES_FILE = "samples.png"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DensitylabError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint header."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    lr_scale: float = 1.0
+    train_seconds: float = 0.0
+    skipped_steps: int = 0
+    restores: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """Trains ``config.model`` on ``config.data`` into ``run_dir``."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False,
+                 force: bool = False, progress: bool = True) -> None:
+        self.config = config.validate()
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self._prepare_run_dir(resume, force)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = resolve_device(config.device)
+        self.data: ImageData = load_dataset(config.data, config.n_bits, config.data_dir)
+        torch.manual_seed(config.seed)
+        self.model: DensityModel = build_model(
+            config.model, self.data.shape, self.data.levels, config.model_config
+        ).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.noise = torch.Generator().manual_seed(config.seed + 1)
+        self.state = TrainState()
+        self.train_images = self.data.train.to(self.device)
+        self.steps_per_epoch = len(self.train_images) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise DensitylabError(
+                f"--batch-size {config.batch_size} exceeds the {len(self.train_images)} training "
+                "images; lower it"
+            )
+        self.total_steps = (
+            math.ceil(config.epochs * self.steps_per_epoch) if config.epochs is not None else None
+        )
+        self.budget_seconds = parse_duration(config.time_budget) if config.time_budget else None
+        self._perm: tuple[int, torch.Tensor] | None = None
+        if resume:
+            self._restore(self.run_dir / CHECKPOINT_FILE, truncate_metrics=True)
+        self.writer = self._tensorboard()
+
+    # ----- run directory -------------------------------------------------------------------
+    def _prepare_run_dir(self, resume: bool, force: bool) -> None:
+        config_path = self.run_dir / CONFIG_FILE
+        if resume:
+            if not (self.run_dir / CHECKPOINT_FILE).is_file():
+                raise DensitylabError(
+                    f"{self.run_dir} has no checkpoint to resume from; start it again without "
+                    "--resume"
+                )
+            return
+        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            if not force:
+                raise DensitylabError(
+                    f"{self.run_dir} already holds files of a run; use --resume to continue it, "
+                    "--force to overwrite it, or choose another --out"
+                )
+            for name in (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, MODEL_FILE, RESULTS_FILE,
+                         SAMPLES_FILE):
+                (self.run_dir / name).unlink(missing_ok=True)
+            for event in (self.run_dir / "tb").glob("events.*"):
+                event.unlink()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config.save(config_path)
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state.step or None)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def _truncate_metrics(self) -> None:
+        """Keep only complete records up to the checkpoint's step (a kill may leave more)."""
+        path = self.run_dir / METRICS_FILE
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= self.state.step:
+                kept.append(line)
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    # ----- checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        ckpt.save_checkpoint(
+            self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer,
+            extra_tensors={"rng.noise": self.noise.get_state(), "rng.torch": torch.get_rng_state()},
+            extra_header={"state": self.state.to_dict(), "run_config": self.config.to_dict()},
+        )
+
+    def _restore(self, path: Path, truncate_metrics: bool = False) -> None:
+        tensors, header = ckpt.read_checkpoint(path)
+        if header.get("model") != self.config.model:
+            raise DensitylabError(f"{path} holds a {header.get('model')} model, not {self.config.model}")
+        ckpt.load_model_state(self.model, tensors)
+        ckpt.load_optimizer_state(self.optimizer, tensors, header)
+        self.noise.set_state(tensors["rng.noise"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.state = TrainState(**header["state"])
+        if truncate_metrics:
+            self._truncate_metrics()
+
+    # ----- the loop ------------------------------------------------------------------------
+    def learning_rate(self) -> float:
+        cfg, state = self.config, self.state
+        warmup = min(1.0, (state.step + 1) / max(cfg.warmup_steps, 1))
+        decay = 1.0
+        if cfg.schedule == "cosine":
+            progress = self.progress_fraction()
+            decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return cfg.lr * state.lr_scale * warmup * max(decay, 0.02)
+
+    def progress_fraction(self) -> float:
+        fractions = []
+        if self.total_steps:
+            fractions.append(self.state.step / self.total_steps)
+        if self.budget_seconds:
+            fractions.append(self.state.train_seconds / self.budget_seconds)
+        return max(fractions)
+
+    def done(self) -> bool:
+        return self.progress_fraction() >= 1.0
+
+    def next_batch(self) -> torch.Tensor:
+        state = self.state
+        if state.batch_in_epoch >= self.steps_per_epoch:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        if self._perm is None or self._perm[0] != state.epoch:
+            gen = torch.Generator().manual_seed(self.config.seed * 100003 + state.epoch)
+            self._perm = (state.epoch, torch.randperm(len(self.train_images), generator=gen))
+        size = self.config.batch_size
+        index = self._perm[1][state.batch_in_epoch * size : (state.batch_in_epoch + 1) * size]
+        state.batch_in_epoch += 1
+        return self.train_images[index.to(self.train_images.device)].long()
+
+    def train_step(self, x: torch.Tensor) -> float | None:
+        """One optimizer step; returns the loss in bits/dim, or None if it was not finite."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        loss = -self.model.log_prob(x, generator=self.noise).mean() / (
+            self.model.dim * math.log(2)
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _recover(self, bad_in_row: int) -> None:
+        path = self.run_dir / CHECKPOINT_FILE
+        if not path.is_file():
+            raise DensitylabError(
+                f"training diverged (non-finite loss {bad_in_row} steps in a row at step "
+                f"{self.state.step}) before the first checkpoint; lower --lr"
+            )
+        state = self.state
+        skipped, restores, lr_scale = state.skipped_steps, state.restores + 1, state.lr_scale * 0.5
+        self._restore(path, truncate_metrics=True)
+        self.state.skipped_steps, self.state.restores = skipped, restores
+        self.state.lr_scale = lr_scale
+        message = (f"non-finite loss {bad_in_row} steps in a row: restored the checkpoint of "
+                   f"step {self.state.step} and halved the learning rate (x{lr_scale:g})")
+        print(f"densitylab: {message}", file=sys.stderr)
+        self._log({"step": self.state.step, "event": "restore", "lr_scale": lr_scale})
+
+    def evaluate(self, max_images: int | None = None) -> float:
+        images = self.data.test[:max_images] if max_images else self.data.test
+        return bits_per_dim(self.model, images, seed=self.config.seed)
+
+    def fit(self) -> dict[str, Any]:
+        """Train until the budget is spent; then evaluate, sample and write the results."""
+        self.train_loop()
+        return self.finish()
+
+    def train_loop(self) -> None:
+        """Optimizer steps until the budget (epochs and/or time) is spent; checkpoints included."""
+        from tqdm import tqdm
+
+        cfg, state = self.config, self.state
+        self.model.train()
+        bar = tqdm(total=self.total_steps, initial=state.step, unit="step", dynamic_ncols=True,
+                   disable=not self.progress, mininterval=1.0, file=sys.stderr)
+        bad_in_row, window_images, window_start = 0, 0, time.perf_counter()
+        loss_sum, loss_count = 0.0, 0
+        while not self.done():
+            started = time.perf_counter()
+            loss = self.train_step(self.next_batch())
+            state.train_seconds += time.perf_counter() - started
+            if loss is None:
+                state.skipped_steps += 1
+                bad_in_row += 1
+                if bad_in_row >= cfg.max_bad_steps:
+                    self._recover(bad_in_row)
+                    bad_in_row = 0
+                continue
+            bad_in_row = 0
+            state.step += 1
+            window_images += cfg.batch_size
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
+            bar.update(1)
+            if state.step % cfg.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                speed = window_images / max(elapsed, 1e-9)
+                record = {"step": state.step, "epoch": state.epoch, "train_bpd": loss_sum / loss_count,
+                          "lr": self.learning_rate(), "images_per_s": speed,
+                          "train_seconds": state.train_seconds}
+                self._log(record)
+                postfix = {"bpd": f"{record['train_bpd']:.3f}", "img/s": f"{speed:.0f}"}
+                if self.budget_seconds and not self.total_steps:
+                    left = max(0.0, self.budget_seconds - state.train_seconds)
+                    bar.total = state.step + int(left / max(state.train_seconds, 1e-9) * state.step)
+                bar.set_postfix(postfix, refresh=False)
+                window_images, window_start = 0, time.perf_counter()
+                loss_sum, loss_count = 0.0, 0
+            if state.step % cfg.eval_every == 0:
+                test_bpd = self.evaluate(cfg.eval_images)
+                self._log({"step": state.step, "test_bpd": test_bpd})
+                bar.write(f"step {state.step}: test bits/dim {test_bpd:.4f} "
+                          f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
+            if state.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        self.save_checkpoint()
+
+    def finish(self) -> dict[str, Any]:
+        test_bpd = self.evaluate()
+        self._log({"step": self.state.step, "test_bpd_full": test_bpd})
+        ckpt.save_checkpoint(self.run_dir / MODEL_FILE, self.model)
+        self.model.eval()
+        generator = torch.Generator().manual_seed(self.config.seed)
+        samples = self.model.sample(self.config.sample_count, generator=generator)
+        save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels)
+        results = {
+            "model": self.config.model,
+            "data": self.config.data,
+            "levels": self.data.levels,
+            "shape": list(self.data.shape),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "steps": self.state.step,
+            "epochs": self.state.step / self.steps_per_epoch,
+            "train_seconds": self.state.train_seconds,
+            "skipped_steps": self.state.skipped_steps,
+            "test_images": len(self.data.test),
+            "test_bits_per_dim": test_bpd,
+            "bound": "dequantization (one uniform sample per image)"
+            if self.model.family == "flow" else "exact",
+            "samples": SAMPLES_FILE,
+        }
+        atomic_write_json(self.run_dir / RESULTS_FILE, results)
+        if self.writer is not None:
+            self.writer.close()
+        return results
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
+    """The saved config of ``run_dir``; only the budget (epochs, time) may be extended."""
+    config = RunConfig.load(Path(run_dir) / CONFIG_FILE)
+    allowed = {"epochs", "time_budget", "threads", "device"}
+    refused = {k for k, v in overrides.items() if v is not None and k not in allowed}
+    if refused:
+        raise DensitylabError(
+            f"--resume continues the run as configured; only the budget can change, not "
+            f"{', '.join(sorted(refused))}"
+        )
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    if any(k in overrides and overrides[k] is not None for k in ("epochs", "time_budget")):
+        config.save(Path(run_dir) / CONFIG_FILE)
+    return config
+
+
+def default_threads() -> None:
+    """Use every core for intra-op work unless the user set OMP/torch threads."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
