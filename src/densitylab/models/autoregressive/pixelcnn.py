@@ -74,7 +74,8 @@ class PixelCNN(DensityModel):
         )
 
     def scale_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float() * (2.0 / max(self.levels - 1, 1)) - 1.0
+        dtype = self.input_conv.weight.dtype
+        return x.to(dtype) * (2.0 / max(self.levels - 1, 1)) - 1.0
 
     def logits_from_input(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, K, H, W)`` from scaled float inputs (used by the Jacobian tests)."""
@@ -120,7 +121,8 @@ def categorical_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     The softmax runs over a contiguous last axis (``(B, H, W, C, K)``), which is several times
     faster on a CPU than reducing over the strided ``K`` axis.
     """
-    log_probs = logits.float().permute(0, 3, 4, 1, 2).log_softmax(-1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    log_probs = logits.permute(0, 3, 4, 1, 2).log_softmax(-1)
     picked = log_probs.gather(-1, x.long().permute(0, 2, 3, 1).unsqueeze(-1))
     return picked.flatten(1).sum(1)
 

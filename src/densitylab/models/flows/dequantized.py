@@ -38,10 +38,14 @@ class DequantizedFlow(DensityModel):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def dequantize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         noise_source = x.cpu() if generator is not None else x
         y = uniform_dequantize(noise_source, self.levels, generator)
-        return y.to(x.device)
+        return y.to(x.device, self.dtype)
 
     def log_prob(
         self,

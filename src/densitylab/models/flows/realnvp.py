@@ -134,5 +134,5 @@ class RealNVP(DequantizedFlow):
         else:
             u = torch.rand(n, self.dim, generator=generator).clamp(1e-6, 1 - 1e-6)
             z = (torch.log(u) - torch.log1p(-u)) * temperature
-        y, _ = self.from_latent(z.to(self.device))
+        y, _ = self.from_latent(z.to(self.device, self.dtype))
         return y
