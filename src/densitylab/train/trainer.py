@@ -170,7 +170,7 @@ class Trainer:
         ckpt.load_optimizer_state(self.optimizer, tensors, header)
         self.noise.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.torch"])
-        self.state = TrainState(**header["state"])
+        self.state.__dict__.update(TrainState(**header["state"]).__dict__)  # in place: no stale aliases
         if truncate_metrics:
             self._truncate_metrics()
 
