@@ -333,6 +333,11 @@ class Trainer:
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
     """The saved config of ``run_dir``; only the budget (epochs, time) may be extended."""
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise DensitylabError(
+            f"{run_dir} holds no run to resume (no {CONFIG_FILE}); start one with "
+            "'densitylab train MODEL --out DIR'"
+        )
     config = RunConfig.load(Path(run_dir) / CONFIG_FILE)
     allowed = {"epochs", "time_budget", "threads", "device"}
     refused = {k for k, v in overrides.items() if v is not None and k not in allowed}

@@ -1,0 +1,133 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from densitylab.cli import main
+
+SMALL = ["--model-opt", "hidden_channels=8", "--model-opt", "n_residual_blocks=1",
+         "--model-opt", "output_hidden=8"]
+
+
+def _train(tmp_path, *extra, model="pixelcnn", name="run"):
+    args = ["train", model, "--data", "digits", "--epochs", "0.2", "--out", str(tmp_path / name),
+            "--no-progress", "--threads", "1", *extra]
+    return main(args)
+
+
+def test_list_names_every_model_and_dataset(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("pixelcnn", "realnvp", "mnist5k", "digits", "shapes", "mnist", "fashion-mnist"):
+        assert f"  {name} " in out
+
+
+def test_train_eval_sample_round_trip(tmp_path, capsys):
+    assert _train(tmp_path, *SMALL) == 0
+    assert "test bits/dim" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "run"), "--max-images", "50"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["kind"] == "exact" and record["images"] == 50 and record["bits_per_dim"] > 0
+    assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "g.png"),
+                 "--temperature", "0.8", "--seed", "1"]) == 0
+    first = (tmp_path / "g.png").read_bytes()
+    assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "h.png"),
+                 "--temperature", "0.8", "--seed", "1"]) == 0
+    assert (tmp_path / "h.png").read_bytes() == first
+
+
+def test_flow_eval_with_importance_weighting(tmp_path, capsys):
+    assert _train(tmp_path, "--model-opt", "hidden_channels=8", model="realnvp") == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--iw", "4", "--max-images", "40"]) == 0
+    iw = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(tmp_path / "run"), "--max-images", "40"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert "importance-weighted" in iw["kind"] and single["kind"] == "dequantization bound"
+    assert iw["bits_per_dim"] < single["bits_per_dim"]
+
+
+def test_config_file_with_flag_override(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: pixelcnn\nmodel_config: {hidden_channels: 8, n_residual_blocks: 1}\n"
+                      "data: digits\nepochs: 5\nbatch_size: 32\n")
+    assert main(["train", "--config", str(config), "--epochs", "0.1", "--out",
+                 str(tmp_path / "run"), "--no-progress"]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["steps"] == 5  # 0.1 epoch of 1,500 images at batch 32
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "batch_size: 32" in saved and "epochs: 0.1" in saved
+
+
+def test_user_npz_dataset(tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 256, (80, 6, 6), dtype=np.uint8)
+    np.save(tmp_path / "mine.npy", images)
+    assert main(["train", "pixelcnn", "--data", str(tmp_path / "mine.npy"), "--n-bits", "2",
+                 "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run"),
+                 "--no-progress", *SMALL]) == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "pixelcnnn", "--data", "digits", "--epochs", "1", "--out", "{tmp}/r"],
+         "unknown model"),
+        (["train", "pixelcnn", "--data", "cifar-11", "--epochs", "1", "--out", "{tmp}/r"],
+         "unknown dataset"),
+        (["train", "pixelcnn", "--data", "digits", "--out", "{tmp}/r"], "--epochs"),
+        (["train", "pixelcnn", "--data", "digits", "--epochs", "1"], "--out"),
+        (["train", "pixelcnn", "--data", "digits", "--time-budget", "soon", "--out", "{tmp}/r"],
+         "duration"),
+        (["train", "pixelcnn", "--data", "{tmp}/missing.npz", "--epochs", "1", "--out",
+          "{tmp}/r"], "does not exist"),
+        (["train", "pixelcnn", "--data", "digits", "--n-bits", "9", "--epochs", "1", "--out",
+          "{tmp}/r"], "n-bits"),
+        (["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--model-opt", "depth=3",
+          "--out", "{tmp}/r"], "no option"),
+        (["train", "--resume", "{tmp}/nothing"], "no run to resume"),
+        (["eval", "{tmp}/nothing"], "does not exist"),
+        (["sample", "{tmp}/nothing", "-n", "4"], "does not exist"),
+        (["train", "--config", "{tmp}/none.yaml", "--out", "{tmp}/r"], "not found"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("densitylab: error:") and message in err and "\n" not in err
+
+
+def test_existing_run_needs_resume_or_force(tmp_path, capsys):
+    assert _train(tmp_path, *SMALL) == 0
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    assert _train(tmp_path, *SMALL) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+    assert _train(tmp_path, *SMALL, "--force") == 0
+
+
+def test_resume_extends_a_finished_run(tmp_path, capsys):
+    assert _train(tmp_path, *SMALL) == 0
+    steps = json.loads((tmp_path / "run" / "results.json").read_text())["steps"]
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "0.4",
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] > steps
+    assert main(["train", "--resume", str(tmp_path / "run"), "--lr", "1"]) == 2
+
+
+def test_corrupt_checkpoint_in_run_dir(tmp_path, capsys):
+    assert _train(tmp_path, *SMALL) == 0
+    model = tmp_path / "run" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:50])
+    assert main(["sample", str(tmp_path / "run"), "-n", "2"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_module_entry_point_exit_codes():
+    ok = subprocess.run([sys.executable, "-m", "densitylab", "list"], capture_output=True)
+    assert ok.returncode == 0 and b"realnvp" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "densitylab", "eval", "/nonexistent/run"],
+                         capture_output=True)
+    assert bad.returncode == 2 and bad.stderr.count(b"\n") == 1
