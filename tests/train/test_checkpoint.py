@@ -1,5 +1,5 @@
-import torch
 import pytest
+import torch
 
 from densitylab import build_model
 from densitylab.errors import DensitylabError
@@ -27,7 +27,7 @@ def test_round_trip_model_and_optimizer(tmp_path, name, config):
     save_checkpoint(tmp_path / "c.safetensors", model, optimizer, extra_header={"note": 1})
     loaded, header = model_from_checkpoint(tmp_path / "c.safetensors")
     assert header["model"] == name and header["note"] == 1
-    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     loaded.eval(), model.eval()
     gen = torch.Generator().manual_seed(0)

@@ -3,9 +3,11 @@
 The mask of a ``k x k`` kernel keeps the rows above the centre and the pixels to the left of it
 in the centre row. The rows below the centre are never used, so the kernel is stored cropped to
 ``(k // 2 + 1) x k`` and the input is padded on top only: a third fewer multiply-adds for a
-``3x3`` kernel, and nearly half for ``7x7``. At the centre pixel, channels are split into ``n_colors`` ordered groups
-(R, G, B): output group ``j`` sees input group ``i`` when ``i < j`` (mask ``A``, first layer, so a
-pixel never sees itself) or ``i <= j`` (mask ``B``, later layers).
+``3x3`` kernel, and nearly half for ``7x7``.
+
+At the centre pixel, channels are split into ``n_colors`` ordered groups (R, G, B): output
+group ``j`` sees input group ``i`` when ``i < j`` (mask ``A``, first layer, so a pixel never
+sees itself) or ``i <= j`` (mask ``B``, later layers).
 """
 
 from __future__ import annotations

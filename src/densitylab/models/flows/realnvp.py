@@ -108,7 +108,7 @@ class RealNVP(DequantizedFlow):
     def from_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat latent ``z`` -> data ``y`` and ``log|det dy/dz|``."""
         sizes = [math.prod(s) for s in self.latent_shapes]
-        pieces = [p.reshape(-1, *s) for p, s in zip(z.split(sizes, 1), self.latent_shapes)]
+        pieces = [p.reshape(-1, *s) for p, s in zip(z.split(sizes, 1), self.latent_shapes, strict=True)]
         h = pieces[-1]
         logabsdet = z.new_zeros(z.shape[0])
         for k in reversed(range(len(self.stages))):
