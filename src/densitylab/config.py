@@ -37,6 +37,7 @@ class RunConfig:
     checkpoint_every: int = 200
     log_every: int = 20
     max_bad_steps: int = 5
+    max_restores: int = 3
     sample_count: int = 36
 
     def validate(self) -> RunConfig:
@@ -54,7 +55,9 @@ class RunConfig:
             raise DensitylabError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise DensitylabError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        for name in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps"):
+        if self.threads is not None and self.threads < 1:
+            raise DensitylabError(f"--threads must be at least 1, got {self.threads}")
+        for name in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps", "eval_images"):
             if getattr(self, name) < 1:
                 raise DensitylabError(f"{name} must be at least 1")
         return self
@@ -64,19 +67,15 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise DensitylabError(
-                f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known settings are "
-                f"{', '.join(sorted(known))}"
-            )
-        return cls(**values)
+        return cls(**coerce_fields(cls, values, source))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
         from densitylab.train.files import atomic_write_text
 
-        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(Path(path), self.to_yaml())
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -90,6 +89,53 @@ class RunConfig:
         if not isinstance(values, dict):
             raise DensitylabError(f"{path} must hold a mapping of settings")
         return cls.from_dict(values, source=str(path))
+
+
+def coerce_fields(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check ``values`` against the field types of dataclass ``cls``, converting where obvious.
+
+    YAML reads ``1e-3`` as a string and users write ``epochs: 5`` for a float; both are accepted.
+    A value of the wrong kind is a one-line error naming the setting.
+    """
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(types)
+    if unknown:
+        raise DensitylabError(
+            f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known settings are "
+            f"{', '.join(sorted(types))}"
+        )
+    return {name: _coerce(name, types[name], value, source) for name, value in values.items()}
+
+
+def _coerce(name: str, annotation: str, value: Any, source: str) -> Any:
+    kinds = {part.strip() for part in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    try:
+        if "bool" in kinds:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "false", "1", "0", "yes", "no"):
+                return str(value).lower() in ("true", "1", "yes")
+            raise ValueError
+        if "int" in kinds and not isinstance(value, bool):
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if "float" in kinds and not isinstance(value, bool):
+            return float(value)
+        if "str" in kinds:
+            return value if isinstance(value, str) else str(value)
+        if annotation.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise DensitylabError(f"{source}: setting {name} must be of type {annotation}, got {value!r}")
 
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}

@@ -35,23 +35,18 @@ def _dependencies(model, shape):
     channels within a pixel.
     """
     c, h, w = shape
-    inputs = torch.randn(1, c, h, w, requires_grad=True)
-
-    def order(ch, i, j):
-        return (i * w + j) * c + ch
-
+    # several random inputs, so a connection hidden behind an inactive ReLU for one input shows
+    inputs = torch.randn(4, c, h, w, requires_grad=True)
+    order = torch.arange(c * h * w).view(h, w, c).permute(2, 0, 1)  # position of (ch, i, j)
     deps = torch.zeros(c * h * w, c * h * w, dtype=torch.bool)
-    logits = model.logits_from_input(inputs)  # (1, C, K, H, W)
+    logits = model.logits_from_input(inputs)  # (4, C, K, H, W)
     for ch in range(c):
         for i in range(h):
             for j in range(w):
-                (grad,) = torch.autograd.grad(logits[0, ch, :, i, j].sum(), inputs,
+                (grad,) = torch.autograd.grad(logits[:, ch, :, i, j].pow(2).sum(), inputs,
                                               retain_graph=True)
-                for ch2 in range(c):
-                    for i2 in range(h):
-                        for j2 in range(w):
-                            if grad[0, ch2, i2, j2] != 0:
-                                deps[order(ch, i, j), order(ch2, i2, j2)] = True
+                used = (grad != 0).any(0)  # (C, H, W)
+                deps[order[ch, i, j], order[used]] = True
     return deps
 
 
@@ -143,3 +138,14 @@ def test_unknown_model_and_option():
         build_model("pixelcnnn", (1, 4, 4), 2)
     with pytest.raises(DensitylabError, match="no option"):
         build_model("pixelcnn", (1, 4, 4), 2, {"width": 3})
+
+
+def test_data_initialization_starts_from_the_marginal_histogram():
+    """After the data-dependent init, log P(x) is the smoothed per-channel marginal model."""
+    model = _randomized(build_model("pixelcnn", (3, 4, 4), 5, SMALL))
+    x = torch.randint(0, 5, (50, 3, 4, 4))
+    model.initialize_from_data(x)
+    counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=5) for c in range(3)])
+    log_freq = torch.log((counts + 1.0) / (counts + 1.0).sum(1, keepdim=True))
+    expected = sum(log_freq[c][x[:, c]].flatten(1).sum(1) for c in range(3))
+    assert torch.allclose(model.log_prob(x), expected.float(), atol=1e-4)

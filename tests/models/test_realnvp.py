@@ -94,11 +94,17 @@ def test_actnorm_data_dependent_init_and_gradients():
     assert bool(first_actnorm.initialized)
 
 
-def test_samples_are_integer_images_in_range():
-    model = build_model("realnvp", (1, 8, 8), 16, TINY).eval()
-    x = model.sample(5, generator=torch.Generator().manual_seed(0), temperature=0.7)
-    assert x.shape == (5, 1, 8, 8) and x.dtype == torch.long
-    assert x.min() >= 0 and x.max() <= 15
+def test_samples_are_the_quantized_continuous_samples():
+    model = _randomized(build_model("realnvp", (1, 8, 8), 16, TINY)).eval()
+    x = model.sample(50, generator=torch.Generator().manual_seed(0), temperature=0.7)
+    y = model.sample_continuous(50, generator=torch.Generator().manual_seed(0), temperature=0.7)
+    assert x.shape == (50, 1, 8, 8) and x.dtype == torch.long
+    assert torch.equal(x, (y * 16).floor().clamp(0, 15).long())
+    assert len(x.unique()) > 4
+    # at initialisation (identity couplings) nearly all of the mass lies on [0, 1)
+    fresh = build_model("realnvp", (1, 8, 8), 16, TINY).eval()
+    y = fresh.sample_continuous(200, generator=torch.Generator().manual_seed(0))
+    assert ((y >= 0) & (y < 1)).float().mean() > 0.99
 
 
 def test_too_many_scales_is_a_clear_error():
@@ -106,3 +112,15 @@ def test_too_many_scales_is_a_clear_error():
 
     with pytest.raises(DensitylabError, match="n_scales"):
         build_model("realnvp", (1, 6, 6), 2, {"n_scales": 3})
+
+
+def test_importance_weighted_estimate_is_at_least_the_mean_bound():
+    """On the same dequantization draws, log mean exp >= mean log (Jensen), per image."""
+    model = _model((1, 4, 4), levels=4)
+    x = torch.randint(0, 4, (6, 1, 4, 4))
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(5)
+        draws = torch.stack([model.log_prob(x, generator=gen) for _ in range(8)])
+        iw = model.log_prob_iw(x, 8, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(iw, torch.logsumexp(draws, 0) - math.log(8), atol=1e-10)
+    assert (iw >= draws.mean(0) - 1e-12).all()

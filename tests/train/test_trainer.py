@@ -1,5 +1,6 @@
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -55,20 +56,20 @@ def _run_cli(args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
-def _train_args(model, out, epochs):
-    opts = PIXELCNN if model == "pixelcnn" else REALNVP
-    args = ["train", model, "--data", "digits", "--epochs", str(epochs), "--threads", "1",
-            "--checkpoint-every", "3", "--eval-every", "1000", "--out", str(out), "--no-progress"]
-    for key, value in opts.items():
-        args += ["--model-opt", f"{key}={value}"]
-    return args
+def _train_args(tmp_path, model, out, epochs):
+    config = tmp_path / f"{model}.yaml"
+    config.write_text(RunConfig(
+        model=model, model_config=PIXELCNN if model == "pixelcnn" else REALNVP, data="digits",
+        epochs=epochs, threads=1, checkpoint_every=3, eval_every=1000, log_every=1,
+    ).to_yaml())
+    return ["train", "--config", str(config), "--out", str(out), "--no-progress"]
 
 
 @pytest.mark.parametrize("model", ["pixelcnn", "realnvp"])
 def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path, model):
     epochs = 3
-    reference = _run_cli(_train_args(model, tmp_path / "ref", epochs))
-    killed = _run_cli(_train_args(model, tmp_path / "killed", epochs))
+    reference = _run_cli(_train_args(tmp_path, model, tmp_path / "ref", epochs))
+    killed = _run_cli(_train_args(tmp_path, model, tmp_path / "killed", epochs))
     checkpoint = tmp_path / "killed" / "checkpoint.safetensors"
     deadline = time.time() + 120
     while time.time() < deadline and killed.poll() is None:
@@ -79,6 +80,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path, model):
             except DensitylabError:
                 pass
         time.sleep(0.005)
+    time.sleep(random.Random(model).uniform(0, 0.05))  # any moment, possibly mid-write
     assert killed.poll() is None, "the run finished before it could be killed; make it longer"
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
@@ -100,10 +102,12 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tmp_path, model):
     ref_results = json.loads((tmp_path / "ref" / "results.json").read_text())
     res_results = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert ref_results["test_bits_per_dim"] == res_results["test_bits_per_dim"]
-    steps = [json.loads(line)["step"] for line in
-             (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
-             if "train_bpd" in line]
-    assert steps == sorted(set(steps))  # no duplicated records after the resume
+    records = [json.loads(line) for line in
+               (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    resumes = [r["step"] for r in records if r.get("event") == "resume"]
+    assert resumes == [killed_at] and killed_at > 0  # it continued, it did not start over
+    steps = [r["step"] for r in records if "train_bpd" in r]
+    assert steps == list(range(1, 3 * (1500 // 64) + 1))  # every step logged exactly once
 
 
 def test_non_finite_losses_are_skipped_then_recovered(tmp_path, capsys):

@@ -63,6 +63,9 @@ class DensityModel(nn.Module):
                 f"{int(x.min())}..{int(x.max())}; quantize the data with --n-bits"
             )
 
+    def initialize_from_data(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation before the first step (default: nothing)."""
+
     def log_prob(
         self,
         x: torch.Tensor,
@@ -124,6 +127,8 @@ def model_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
             f"unknown model {name!r}; choose one of {', '.join(sorted(models))} "
             "(see 'densitylab list')"
         )
+    from densitylab.config import coerce_fields
+
     config_cls = models[name].cls.Config
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = set(overrides or {}) - fields
@@ -132,7 +137,7 @@ def model_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
             f"model {name!r} has no option {', '.join(sorted(unknown))}; its options are "
             f"{', '.join(sorted(fields))}"
         )
-    return config_cls(**(overrides or {}))
+    return config_cls(**coerce_fields(config_cls, overrides or {}, f"model {name!r}"))
 
 
 def build_model(
@@ -143,4 +148,7 @@ def build_model(
 ) -> DensityModel:
     """Construct model ``name`` for images of ``shape`` with ``levels`` values per pixel."""
     cfg = model_config(name, config)
-    return available_models()[name].cls(cfg, tuple(shape), levels)
+    try:
+        return available_models()[name].cls(cfg, tuple(shape), levels)
+    except ValueError as exc:  # an option value the architecture cannot take
+        raise DensitylabError(f"model {name!r}: {exc}; change the option") from None

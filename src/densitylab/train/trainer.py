@@ -28,6 +28,7 @@ from densitylab.data import ImageData, load_dataset
 from densitylab.errors import DensitylabError
 from densitylab.evaluate import bits_per_dim
 from densitylab.models.base import DensityModel, build_model
+from densitylab.runtime import keep_large_allocations_in_heap
 from densitylab.train import checkpoint as ckpt
 from densitylab.train.files import atomic_write_json, atomic_write_text
 from densitylab.viz.grid import save_grid
@@ -38,6 +39,8 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 MODEL_FILE = "model.safetensors"
 RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.png"
+FINAL_FILES = (MODEL_FILE, RESULTS_FILE, SAMPLES_FILE)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, *FINAL_FILES, "tb")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,7 +75,8 @@ class Trainer:
         self.config = config.validate()
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self._prepare_run_dir(resume, force)
+        keep_large_allocations_in_heap()
+        self._check_run_dir(resume, force)  # refuse early, but touch nothing yet
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device)
@@ -96,33 +100,46 @@ class Trainer:
         )
         self.budget_seconds = parse_duration(config.time_budget) if config.time_budget else None
         self._perm: tuple[int, torch.Tensor] | None = None
+        # Everything the user could have got wrong has been checked: now the directory changes.
         if resume:
             self._restore(self.run_dir / CHECKPOINT_FILE, truncate_metrics=True)
+            self._clear(FINAL_FILES)  # rewritten by finish(); stale ones would mislead
+            self.config.save(self.run_dir / CONFIG_FILE)  # a budget extension is now on record
+        else:
+            self._clear(RUN_FILES if force else ())
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.run_dir / CONFIG_FILE)
         self.writer = self._tensorboard()
+        if resume:
+            self._log({"step": self.state.step, "event": "resume"})
 
     # ----- run directory -------------------------------------------------------------------
-    def _prepare_run_dir(self, resume: bool, force: bool) -> None:
-        config_path = self.run_dir / CONFIG_FILE
+    def _check_run_dir(self, resume: bool, force: bool) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise DensitylabError(f"{self.run_dir} is a file, not a run directory; choose another --out")
         if resume:
             if not (self.run_dir / CHECKPOINT_FILE).is_file():
                 raise DensitylabError(
-                    f"{self.run_dir} has no checkpoint to resume from; start it again without "
-                    "--resume"
+                    f"{self.run_dir} has no checkpoint to resume from; start it again with --force"
                 )
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()) and not force:
+            raise DensitylabError(
+                f"{self.run_dir} already holds files of a run; use --resume to continue it, "
+                "--force to overwrite it, or choose another --out"
+            )
+
+    def _clear(self, names: tuple[str, ...]) -> None:
+        """Remove run files (and temporary files a kill may have left)."""
+        if not self.run_dir.is_dir():
             return
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
-            if not force:
-                raise DensitylabError(
-                    f"{self.run_dir} already holds files of a run; use --resume to continue it, "
-                    "--force to overwrite it, or choose another --out"
-                )
-            for name in (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, MODEL_FILE, RESULTS_FILE,
-                         SAMPLES_FILE):
+        for name in names:
+            if not (self.run_dir / name).is_dir():
                 (self.run_dir / name).unlink(missing_ok=True)
+        for leftover in self.run_dir.glob(".*.tmp"):
+            leftover.unlink()
+        if "tb" in names:
             for event in (self.run_dir / "tb").glob("events.*"):
                 event.unlink()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.config.save(config_path)
 
     def _tensorboard(self):
         try:
@@ -227,16 +244,17 @@ class Trainer:
 
     def _recover(self, bad_in_row: int) -> None:
         path = self.run_dir / CHECKPOINT_FILE
-        if not path.is_file():
-            raise DensitylabError(
-                f"training diverged (non-finite loss {bad_in_row} steps in a row at step "
-                f"{self.state.step}) before the first checkpoint; lower --lr"
-            )
         state = self.state
+        if state.restores >= self.config.max_restores:
+            raise DensitylabError(
+                f"training keeps diverging (non-finite loss) after {state.restores} restores with "
+                f"lower learning rates; lower --lr (the last good checkpoint is kept in {path})"
+            )
         skipped, restores, lr_scale = state.skipped_steps, state.restores + 1, state.lr_scale * 0.5
+        seconds = state.train_seconds  # time spent still counts against a time budget
         self._restore(path, truncate_metrics=True)
         self.state.skipped_steps, self.state.restores = skipped, restores
-        self.state.lr_scale = lr_scale
+        self.state.lr_scale, self.state.train_seconds = lr_scale, seconds
         message = (f"non-finite loss {bad_in_row} steps in a row: restored the checkpoint of "
                    f"step {self.state.step} and halved the learning rate (x{lr_scale:g})")
         print(f"densitylab: {message}", file=sys.stderr)
@@ -256,6 +274,9 @@ class Trainer:
         from tqdm import tqdm
 
         cfg, state = self.config, self.state
+        if state.step == 0 and not (self.run_dir / CHECKPOINT_FILE).is_file():
+            self.model.initialize_from_data(self.train_images[:4096])
+            self.save_checkpoint()  # step 0: a kill or an early divergence can always go back here
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=state.step, unit="step", dynamic_ncols=True,
                    disable=not self.progress, mininterval=1.0, file=sys.stderr)
@@ -349,9 +370,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
-    if any(k in overrides and overrides[k] is not None for k in ("epochs", "time_budget")):
-        config.save(Path(run_dir) / CONFIG_FILE)
-    return config
+    return config.validate()
 
 
 def default_threads() -> None:

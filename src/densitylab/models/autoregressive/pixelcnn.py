@@ -11,7 +11,9 @@ layers producing ``C x K`` logits per pixel. The receptive field grows up and to
 the known "blind spot" up and to the right; Gated PixelCNN removes it.
 
 Deviations: the ``1x1`` convolutions are masked too (type B) so the channel order holds for colour
-images; inputs are scaled to ``[-1, 1]``.
+images; inputs are scaled to ``[-1, 1]``; the last layer starts with zero weights and a bias equal
+to the log of the training data's (smoothed) marginal histogram of values, so training starts from
+the best per-pixel independent model instead of from ``log2 K`` bits/dim.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class PixelCNN(DensityModel):
         super().__init__(shape, levels)
         self.config = config
         colors = self.shape[0]
+        if config.hidden_channels < 2 * colors or config.output_hidden < colors:
+            raise ValueError(f"hidden_channels must be >= {2 * colors} and output_hidden >= {colors}")
+        if config.n_residual_blocks < 0 or config.first_kernel < 1 or config.first_kernel % 2 == 0:
+            raise ValueError("n_residual_blocks must be >= 0 and first_kernel a positive odd number")
         width = config.hidden_channels - config.hidden_channels % (2 * colors)
         out_hidden = config.output_hidden - config.output_hidden % colors
         self.input_conv = MaskedConv2d(colors, width, config.first_kernel, "A", colors)
@@ -72,6 +78,19 @@ class PixelCNN(DensityModel):
             nn.ReLU(),
             MaskedConv2d(out_hidden, colors * levels, 1, "B", colors),
         )
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: torch.Tensor) -> None:
+        """Zero last-layer weights; bias = log of each channel's smoothed value histogram."""
+        last = self.output[-1]
+        last.weight.zero_()
+        channels = self.shape[0]
+        counts = torch.stack([
+            torch.bincount(x[:, c].reshape(-1).long().cpu(), minlength=self.levels).double()
+            for c in range(channels)
+        ])
+        log_freq = torch.log((counts + 1.0) / (counts + 1.0).sum(1, keepdim=True))
+        last.bias.copy_(log_freq.reshape(-1).to(last.bias))
 
     def scale_input(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.input_conv.weight.dtype
@@ -137,4 +156,4 @@ def sample_categorical(
     cdf = probs.cumsum(-1)
     u = torch.rand(logits.shape[:-1] + (1,), generator=generator).to(logits.device)
     u = u * cdf[..., -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)

@@ -69,6 +69,9 @@ class RealNVP(DequantizedFlow):
         self.config = config
         if config.prior not in ("gaussian", "logistic"):
             raise DensitylabError(f"prior must be 'gaussian' or 'logistic', got {config.prior!r}")
+        if min(config.n_scales, config.couplings_per_mask, config.final_couplings,
+               config.hidden_channels) < 1 or config.hidden_layers < 0:
+            raise ValueError("n_scales, couplings and hidden_channels must be >= 1, hidden_layers >= 0")
         self.preprocess = LogitTransform(config.alpha)
         channels, height, width = self.shape
         stages, self.latent_shapes = [], []
