@@ -25,7 +25,7 @@ class RunConfig:
     epochs: float | None = None
     time_budget: str | None = None
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float | None = None  # None: the model's default_lr
     warmup_steps: int = 100
     schedule: str = "cosine"
     grad_clip: float = 100.0
@@ -49,7 +49,7 @@ class RunConfig:
             parse_duration(self.time_budget)
         if self.batch_size < 1:
             raise DensitylabError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise DensitylabError(f"--lr must be positive, got {self.lr}")
         if self.schedule not in ("cosine", "constant"):
             raise DensitylabError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")

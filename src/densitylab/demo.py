@@ -11,17 +11,13 @@ from pathlib import Path
 from densitylab.config import RunConfig
 from densitylab.train.trainer import RESULTS_FILE, SAMPLES_FILE, Trainer
 
-DEMO_MODELS = {
-    "pixelcnn": {"hidden_channels": 64, "n_residual_blocks": 4},
-    "realnvp": {"n_scales": 2, "hidden_channels": 64},
-}
+DEMO_MODELS = ("pixelcnn", "realnvp")  # each with its registered defaults
 
 
 def run_demo(out: Path, time_budget: str = "100s") -> list[dict]:
     results = []
-    for name, model_config in DEMO_MODELS.items():
-        config = RunConfig(model=name, model_config=model_config, data="mnist5k",
-                           time_budget=time_budget, batch_size=64, lr=2e-3 if name == "pixelcnn" else 1e-3,
+    for name in DEMO_MODELS:
+        config = RunConfig(model=name, data="mnist5k", time_budget=time_budget, batch_size=64,
                            eval_every=10**9, checkpoint_every=100, sample_count=36)
         print(f"== training {name} on mnist5k (8-bit) for {time_budget}")
         results.append(Trainer(config, out / name, force=True).fit())

@@ -30,6 +30,7 @@ class DensityModel(nn.Module):
 
     family: ClassVar[str] = "model"
     Config: ClassVar[type]
+    default_lr: ClassVar[float] = 1e-3  # Adam learning rate used when a run does not set one
 
     def __init__(self, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__()

@@ -85,6 +85,8 @@ class Trainer:
         self.model: DensityModel = build_model(
             config.model, self.data.shape, self.data.levels, config.model_config
         ).to(self.device)
+        if config.lr is None:
+            config.lr = self.model.default_lr
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.state = TrainState()
