@@ -60,7 +60,7 @@ class ResidualBlock(nn.Module):
 class PixelCNN(DensityModel):
     family = "autoregressive"
     Config = PixelCNNConfig
-    default_lr = 5e-3
+    default_lr = 1.2e-2
 
     def __init__(self, config: PixelCNNConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels)

@@ -38,10 +38,14 @@ from densitylab.models.flows.transforms import (
 
 @dataclass
 class RealNVPConfig:
-    n_scales: int = 2
+    """Defaults chosen by the 8-minute CPU benchmark (3 scales of narrow coupling networks beat
+    2 scales of wide ones at a fixed budget; see README). ``n_scales`` needs H and W divisible by
+    ``2 ** (n_scales - 1)``."""
+
+    n_scales: int = 3
     couplings_per_mask: int = 3
     final_couplings: int = 4
-    hidden_channels: int = 64
+    hidden_channels: int = 32
     hidden_layers: int = 1
     alpha: float = 0.05
     prior: str = "gaussian"
@@ -63,6 +67,7 @@ def _coupling_stack(channels: int, mask: str, count: int, config: RealNVPConfig)
                 "(checkerboard + channel masks), ActNorm, Gaussian prior; dequantization bound")
 class RealNVP(DequantizedFlow):
     Config = RealNVPConfig
+    default_lr = 3e-3
 
     def __init__(self, config: RealNVPConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels)
