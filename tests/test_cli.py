@@ -145,3 +145,23 @@ def test_module_entry_point_exit_codes():
     bad = subprocess.run([sys.executable, "-m", "densitylab", "eval", "/nonexistent/run"],
                          capture_output=True)
     assert bad.returncode == 2 and bad.stderr.count(b"\n") == 1
+
+
+def test_bench_prints_one_json_record(tmp_path, capsys):
+    assert main(["bench", "pixelcnn", "--data", "digits", "--minutes", "0.02", "--threads", "1",
+                 "--test-images", "50", "--sample-count", "2", "--model-opt", "hidden_channels=8",
+                 "--model-opt", "n_residual_blocks=1"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["model"] == "pixelcnn" and record["test_images"] == 50
+    assert record["steps"] > 0 and 0 < record["test_bits_per_dim"] < 5
+    assert record["lr"] == 1.2e-2  # the model's default learning rate
+
+
+def test_demo_trains_both_models_and_says_where_the_results_are(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--time-budget", "2s"]) == 0
+    out = capsys.readouterr().out
+    for model in ("pixelcnn", "realnvp"):
+        assert (tmp_path / "demo" / model / "samples.png").is_file()
+        result = json.loads((tmp_path / "demo" / model / "results.json").read_text())
+        assert result["data"] == "mnist5k" and result["levels"] == 256
+        assert f"{model}" in out and str(tmp_path / "demo" / model / "samples.png") in out
