@@ -30,6 +30,10 @@ def test_train_eval_sample_round_trip(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "run"), "--max-images", "50"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["kind"] == "exact" and record["images"] == 50 and record["bits_per_dim"] > 0
+    assert main(["eval", str(tmp_path / "run")]) == 0  # the whole test split, as at the end of training
+    full = json.loads(capsys.readouterr().out)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert full["bits_per_dim"] == pytest.approx(results["test_bits_per_dim"], abs=1e-9)
     assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "g.png"),
                  "--temperature", "0.8", "--seed", "1"]) == 0
     first = (tmp_path / "g.png").read_bytes()
@@ -61,12 +65,14 @@ def test_config_file_with_flag_override(tmp_path, capsys):
     assert "batch_size: 32" in saved and "epochs: 0.1" in saved
 
 
-def test_user_npz_dataset(tmp_path, capsys):
+def test_user_npy_dataset_with_requantization(tmp_path, capsys):
     images = np.random.default_rng(0).integers(0, 256, (80, 6, 6), dtype=np.uint8)
     np.save(tmp_path / "mine.npy", images)
     assert main(["train", "pixelcnn", "--data", str(tmp_path / "mine.npy"), "--n-bits", "2",
                  "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run"),
                  "--no-progress", *SMALL]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["levels"] == 4 and results["shape"] == [1, 6, 6] and results["test_images"] == 8
 
 
 @pytest.mark.parametrize(

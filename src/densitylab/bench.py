@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from densitylab.config import RunConfig
-from densitylab.evaluate import bits_per_dim
 from densitylab.train.trainer import Trainer
 
 
@@ -33,17 +32,14 @@ def fixed_budget(
     out: str | None = None,
     sample_count: int = 64,
 ) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    config = RunConfig(model=model, model_config=model_config or {}, data=data,
+    config = RunConfig(model=model, model_config=model_config or {}, data=data, lr=lr,
                        data_dir=data_dir, time_budget=f"{minutes * 60}s", batch_size=batch_size,
                        threads=threads, eval_every=10**9, checkpoint_every=10**9)
-    if lr is not None:
-        config.lr = lr
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, Path(out or tmp), force=out is None, progress=False)
         trainer.train_loop()
         model_ = trainer.model.eval()
-        test_bpd = bits_per_dim(model_, trainer.data.test[:test_images], seed=0)
+        test_bpd = trainer.evaluate(test_images)
         started = time.perf_counter()
         if sample_count:
             model_.sample(sample_count, generator=torch.Generator().manual_seed(0))

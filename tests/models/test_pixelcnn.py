@@ -6,6 +6,7 @@ import torch
 from densitylab import build_model
 from densitylab.errors import DensitylabError
 from densitylab.evaluate import bits_per_dim
+from densitylab.models.autoregressive.pixelcnn import sample_categorical
 from densitylab.nn.masked import autoregressive_mask
 from tests.conftest import all_images
 
@@ -149,3 +150,32 @@ def test_data_initialization_starts_from_the_marginal_histogram():
     log_freq = torch.log((counts + 1.0) / (counts + 1.0).sum(1, keepdim=True))
     expected = sum(log_freq[c][x[:, c]].flatten(1).sum(1) for c in range(3))
     assert torch.allclose(model.log_prob(x), expected.float(), atol=1e-4)
+
+
+def _reference_sample(model, n, temperature, generator):
+    """The textbook sampler: the full network on the full image for every pixel and channel."""
+    c, h, w = model.shape
+    x = torch.zeros(n, c, h, w, dtype=torch.long)
+    for i in range(h):
+        for j in range(w):
+            for ch in range(c):
+                logits = model.logits(x)[:, ch, :, i, j].float()
+                x[:, ch, i, j] = sample_categorical(logits, temperature, generator)
+    return x
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 5), (3, 6, 4)])
+def test_banded_sampling_equals_full_network_sampling(shape):
+    """Sampling on the receptive-field band gives the images of the full-network sampler."""
+    model = _randomized(build_model("pixelcnn", shape, 4, SMALL | {"n_residual_blocks": 3}))
+    model.double()
+    fast = model.sample(8, temperature=0.9, generator=torch.Generator().manual_seed(2))
+    slow = _reference_sample(model, 8, 0.9, torch.Generator().manual_seed(2))
+    assert torch.equal(fast, slow)
+    assert model.rows_above == 1 + 3
+
+
+def test_greedy_sampling_picks_the_argmax_everywhere():
+    model = _randomized(build_model("pixelcnn", (2, 4, 4), 5, SMALL))
+    x = model.sample(3, temperature=0.0)
+    assert torch.equal(x, model.logits(x).argmax(2))

@@ -31,8 +31,9 @@ def uniform_dequantize(
     Computed in float64 and kept strictly below 1 (``(255 + u) / 256`` rounds to 1.0 in float32
     for ``u`` close to 1).
     """
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float64)
-    y = (x.double() + u) / n_levels
+    noise_device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=noise_device, dtype=torch.float64)
+    y = (x.double() + u.to(x.device)) / n_levels
     return y.clamp_(max=_BELOW_ONE).float()
 
 

@@ -58,11 +58,13 @@ class DensityModel(nn.Module):
             raise DensitylabError(
                 f"expected integer images in 0..{self.levels - 1}, got dtype {x.dtype}"
             )
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.levels):
-            raise DensitylabError(
-                f"pixel values must lie in 0..{self.levels - 1} for {self.levels} levels, found "
-                f"{int(x.min())}..{int(x.max())}; quantize the data with --n-bits"
-            )
+        if x.numel():
+            low, high = (int(v) for v in torch.aminmax(x))
+            if low < 0 or high >= self.levels:
+                raise DensitylabError(
+                    f"pixel values must lie in 0..{self.levels - 1} for {self.levels} levels, "
+                    f"found {low}..{high}; quantize the data with --n-bits"
+                )
 
     def initialize_from_data(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation before the first step (default: nothing)."""
@@ -86,8 +88,13 @@ class DensityModel(nn.Module):
     ) -> torch.Tensor:
         raise NotImplementedError
 
-    def bits_per_dim(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return -self.log_prob(x, cond) / (self.dim * math.log(2))
+    def bits_per_dim(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        return -self.log_prob(x, cond, generator) / (self.dim * math.log(2))
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)

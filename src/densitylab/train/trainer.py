@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -230,9 +229,7 @@ class Trainer:
         """One optimizer step; returns the loss in bits/dim, or None if it was not finite."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        loss = -self.model.log_prob(x, generator=self.noise).mean() / (
-            self.model.dim * math.log(2)
-        )
+        loss = self.model.bits_per_dim(x, generator=self.noise).mean()
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return None
@@ -374,8 +371,3 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
             setattr(config, key, value)
     return config.validate()
 
-
-def default_threads() -> None:
-    """Use every core for intra-op work unless the user set OMP/torch threads."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))

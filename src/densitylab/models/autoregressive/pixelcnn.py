@@ -100,10 +100,17 @@ class PixelCNN(DensityModel):
         dtype = self.input_conv.weight.dtype
         return x.to(dtype) * (2.0 / max(self.levels - 1, 1)) - 1.0
 
+    @property
+    def rows_above(self) -> int:
+        """How many rows above a pixel its logits can depend on (the receptive field's height)."""
+        return self.config.first_kernel // 2 + len(self.blocks)
+
     def logits_from_input(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, K, H, W)`` from scaled float inputs (used by the Jacobian tests)."""
-        h = self.blocks(self.input_conv(inputs))
-        out = self.output(h)
+        return self._head(self.blocks(self.input_conv(inputs)))
+
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.output(features)
         b, _, height, width = out.shape
         return out.view(b, self.shape[0], self.levels, height, width)
 
@@ -124,16 +131,22 @@ class PixelCNN(DensityModel):
     ) -> torch.Tensor:
         """Raster-order sampling: one forward pass per pixel and channel.
 
-        The network never looks below the current row, so each pass runs on rows ``0..i`` only
-        (exactly the same logits, about half the work). Each value is drawn by inverting the CDF
-        at a uniform number from ``generator``, so the same seed gives the same images.
+        Each pass computes only what pixel ``(i, j)`` depends on: the network never looks below
+        the current row nor more than ``rows_above`` rows up, so the body runs on that band of
+        rows (padding is added on top only, so the logits are the same), and the output layers
+        run at ``(i, j)`` alone. Each value is drawn by inverting the CDF at a uniform number from
+        ``generator``, so the same seed gives the same images. (Caching activations across
+        steps, which would avoid recomputing the band, is not done here.)
         """
         channels, height, width = self.shape
         x = torch.zeros(n, channels, height, width, dtype=torch.long, device=self.device)
         for i in range(height):
+            top = max(0, i - self.rows_above)
             for j in range(width):
                 for c in range(channels):
-                    logits = self.logits(x[:, :, : i + 1])[:, c, :, i, j].float()
+                    band = self.scale_input(x[:, :, top : i + 1])
+                    features = self.blocks(self.input_conv(band))[:, :, -1:, j : j + 1]
+                    logits = self._head(features)[:, c, :, 0, 0].float()
                     x[:, c, i, j] = sample_categorical(logits, temperature, generator)
         return x
 

@@ -43,9 +43,7 @@ class DequantizedFlow(DensityModel):
         return next(self.parameters()).dtype
 
     def dequantize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise_source = x.cpu() if generator is not None else x
-        y = uniform_dequantize(noise_source, self.levels, generator)
-        return y.to(x.device, self.dtype)
+        return uniform_dequantize(x, self.levels, generator).to(self.dtype)
 
     def log_prob(
         self,

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densitylab.errors import DensitylabError
 from densitylab.models.base import register_model
 from densitylab.models.flows.coupling import AffineCoupling
 from densitylab.models.flows.dequantized import DequantizedFlow
@@ -73,7 +72,7 @@ class RealNVP(DequantizedFlow):
         super().__init__(shape, levels)
         self.config = config
         if config.prior not in ("gaussian", "logistic"):
-            raise DensitylabError(f"prior must be 'gaussian' or 'logistic', got {config.prior!r}")
+            raise ValueError(f"prior must be 'gaussian' or 'logistic', got {config.prior!r}")
         if min(config.n_scales, config.couplings_per_mask, config.final_couplings,
                config.hidden_channels) < 1 or config.hidden_layers < 0:
             raise ValueError("n_scales, couplings and hidden_channels must be >= 1, hidden_layers >= 0")
@@ -82,9 +81,8 @@ class RealNVP(DequantizedFlow):
         stages, self.latent_shapes = [], []
         for _ in range(config.n_scales - 1):
             if height % 2 or width % 2:
-                raise DensitylabError(
-                    f"RealNVP with n_scales={config.n_scales} cannot squeeze {height}x{width} "
-                    "images; lower n_scales"
+                raise ValueError(
+                    f"n_scales={config.n_scales} cannot squeeze {height}x{width} images; lower n_scales"
                 )
             layers = _coupling_stack(channels, "checkerboard", config.couplings_per_mask, config)
             layers.append(Squeeze())
