@@ -179,3 +179,11 @@ def test_greedy_sampling_picks_the_argmax_everywhere():
     model = _randomized(build_model("pixelcnn", (2, 4, 4), 5, SMALL))
     x = model.sample(3, temperature=0.0)
     assert torch.equal(x, model.logits(x).argmax(2))
+
+
+def test_build_from_config_dataclass_or_dict():
+    from densitylab.models.autoregressive.pixelcnn import PixelCNNConfig
+
+    a = build_model("pixelcnn", (1, 4, 4), 4, PixelCNNConfig(hidden_channels=8))
+    b = build_model("pixelcnn", (1, 4, 4), 4, {"hidden_channels": 8})
+    assert a.config == b.config == PixelCNNConfig(hidden_channels=8)

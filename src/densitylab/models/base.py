@@ -152,9 +152,14 @@ def build_model(
     name: str,
     shape: tuple[int, int, int],
     levels: int,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any] | Any | None = None,
 ) -> DensityModel:
-    """Construct model ``name`` for images of ``shape`` with ``levels`` values per pixel."""
+    """Construct model ``name`` for images of ``shape`` with ``levels`` values per pixel.
+
+    ``config`` is the model's config dataclass, or a dict of overrides of its defaults.
+    """
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
     cfg = model_config(name, config)
     try:
         return available_models()[name].cls(cfg, tuple(shape), levels)
