@@ -318,6 +318,9 @@ class Trainer:
                           f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
             if state.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
+        if self.budget_seconds and not self.total_steps:
+            bar.total = bar.n  # the estimate becomes the count: the bar ends at 100%
+            bar.refresh()
         bar.close()
         self.save_checkpoint()
 
