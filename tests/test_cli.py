@@ -171,3 +171,54 @@ def test_demo_trains_both_models_and_says_where_the_results_are(tmp_path, capsys
         result = json.loads((tmp_path / "demo" / model / "results.json").read_text())
         assert result["data"] == "mnist5k" and result["levels"] == 256
         assert f"{model}" in out and str(tmp_path / "demo" / model / "samples.png") in out
+
+
+TINY_OPTIONS = {
+    "gated_pixelcnn": ["hidden_channels=6", "skip_channels=6", "output_hidden=6", "n_layers=2"],
+    "wavenet": ["residual_channels=4", "skip_channels=4", "output_hidden=4", "layers_per_block=3",
+                "coords=true"],
+    "rnn": ["hidden_size=8"],
+    "made": ["hidden_sizes=[16]"],
+    "pixelcnn": ["hidden_channels=6", "n_residual_blocks=1", "output_hidden=6",
+                 "head=logistic-mixture"],
+}
+
+
+@pytest.mark.parametrize("model", TINY_OPTIONS)
+def test_every_autoregressive_model_trains_conditionally_and_samples_a_class(tmp_path, capsys, model):
+    options = [arg for opt in TINY_OPTIONS[model] for arg in ("--model-opt", opt)]
+    assert _train(tmp_path, *options, "--conditional", model=model) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["conditional"] and results["bound"] == "exact" and results["test_bits_per_dim"] > 0
+    assert main(["eval", str(tmp_path / "run"), "--max-images", "30"]) == 0
+    assert main(["sample", str(tmp_path / "run"), "-n", "3", "--label", "7", "-o",
+                 str(tmp_path / "seven.png")]) == 0
+    assert main(["sample", str(tmp_path / "run"), "-n", "20", "-o", str(tmp_path / "rows.png")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 samples" in out and "wrote 20 samples" in out  # 10 classes x 2
+    assert main(["sample", str(tmp_path / "run"), "--label", "10"]) == 2
+    assert "0..9" in capsys.readouterr().err
+
+
+def test_colour_data_trains_with_channel_masks(tmp_path, capsys):
+    args = ["train", "gated_pixelcnn", "--data", "colored-mnist", "--n-bits", "2", "--epochs", "0.02",
+            "--out", str(tmp_path / "run"), "--no-progress", "--threads", "1", "--batch-size", "16",
+            "--sample-count", "2"]
+    options = [arg for opt in TINY_OPTIONS["gated_pixelcnn"] for arg in ("--model-opt", opt)]
+    assert main(args + options) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["shape"] == [3, 28, 28] and results["levels"] == 4
+    assert 0 < results["test_bits_per_dim"] < 2.5
+
+
+def test_conditional_refusals(tmp_path, capsys):
+    assert main(["train", "realnvp", "--data", "digits", "--epochs", "0.1", "--conditional",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "no class-conditional version" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", np.zeros((20, 4, 4), dtype=np.uint8))
+    assert main(["train", "pixelcnn", "--data", str(tmp_path / "x.npy"), "--epochs", "0.1",
+                 "--conditional", "--out", str(tmp_path / "r")]) == 2
+    assert "needs labels" in capsys.readouterr().err
+    assert _train(tmp_path, *SMALL) == 0
+    assert main(["sample", str(tmp_path / "run"), "--label", "1"]) == 2
+    assert "--conditional" in capsys.readouterr().err

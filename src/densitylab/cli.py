@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="dataset name, .npy/.npz file or image folder")
     train.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live")
     train.add_argument("--n-bits", type=int, help="quantize to 2**N levels (1 = binarize)")
+    train.add_argument("--conditional", action="store_true", default=None,
+                       help="class-conditional model: the dataset's labels feed the model")
     train.add_argument("--epochs", type=float, help="number of passes over the training set")
     train.add_argument("--time-budget", help="stop after this much training, e.g. 90s, 10m, 1h")
     train.add_argument("--batch-size", type=int)
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--eval-every", type=int, help="steps between test evaluations")
     train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    train.add_argument("--sample-count", type=int, help="samples drawn into samples.png at the end")
     train.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="a model option, e.g. hidden_channels=32 (repeatable)")
     train.add_argument("--out", help="run directory")
@@ -79,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, default=64, help="number of samples")
     sample.add_argument("-o", "--output", default=None, help="PNG path (default RUN_DIR/grid.png)")
     sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--label", type=int, help="class-conditional models: sample this class "
+                        "(default: a grid with one row per class)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="auto")
 
@@ -115,8 +120,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRAIN_FLAGS = ("data", "data_dir", "n_bits", "epochs", "time_budget", "batch_size", "lr",
-                "device", "seed", "threads", "eval_every", "checkpoint_every")
+_TRAIN_FLAGS = ("data", "data_dir", "n_bits", "conditional", "epochs", "time_budget", "batch_size", "lr",
+                "device", "seed", "threads", "eval_every", "checkpoint_every", "sample_count")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -187,8 +192,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{data.shape} with {data.levels}; choose matching --data"
         )
     images = data.test if args.split == "test" else data.train
+    labels = data.test_labels if args.split == "test" else data.train_labels
     images = images[: args.max_images] if args.max_images else images
-    bpd = bits_per_dim(model, images, args.batch_size, args.seed, args.iw)
+    if getattr(model, "n_classes", 0):
+        if labels is None:
+            raise DensitylabError(f"the model is class-conditional and {data.name} has no labels")
+        labels = labels[: len(images)]
+    else:
+        labels = None
+    bpd = bits_per_dim(model, images, args.batch_size, args.seed, args.iw, labels)
     kind = "exact" if model.family != "flow" else (
         f"importance-weighted, {args.iw} dequantization samples" if args.iw > 1
         else "dequantization bound"
@@ -212,10 +224,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, _ = model_from_checkpoint(_run_model_path(args.run_dir), resolve_device(args.device))
     model.eval()
     generator = torch.Generator().manual_seed(args.seed)
-    samples = model.sample(args.n, temperature=args.temperature, generator=generator)
+    n_classes = getattr(model, "n_classes", 0)
+    labels, nrow = None, None
+    if args.label is not None:
+        if not n_classes:
+            raise DensitylabError("--label needs a class-conditional model (train with --conditional)")
+        if not 0 <= args.label < n_classes:
+            raise DensitylabError(f"--label must lie in 0..{n_classes - 1}")
+        labels = torch.full((args.n,), args.label, dtype=torch.long)
+    elif n_classes:  # one row per class
+        nrow = -(-args.n // n_classes)
+        labels = torch.arange(n_classes).repeat_interleave(nrow)
+    samples = model.sample(len(labels) if labels is not None else args.n, labels,
+                           temperature=args.temperature, generator=generator)
     output = Path(args.output) if args.output else Path(args.run_dir) / "grid.png"
-    save_grid(output, samples, model.levels)
-    print(f"wrote {args.n} samples to {output}")
+    save_grid(output, samples, model.levels, nrow=nrow)
+    print(f"wrote {len(samples)} samples to {output}")
     return 0
 
 

@@ -21,6 +21,7 @@ class RunConfig:
     model_config: dict[str, Any] = field(default_factory=dict)
     data: str = "mnist5k"
     n_bits: int | None = None
+    conditional: bool = False  # class-conditional: the dataset's labels feed the model
     data_dir: str | None = None
     epochs: float | None = None
     time_budget: str | None = None

@@ -18,8 +18,10 @@ def bits_per_dim(
     batch_size: int = 256,
     seed: int = 0,
     iw_samples: int = 1,
+    labels: torch.Tensor | None = None,
 ) -> float:
-    """Mean bits/dim over ``images`` (uint8/int ``(N, C, H, W)``)."""
+    """Mean bits/dim over ``images`` (uint8/int ``(N, C, H, W)``); ``labels`` for
+    class-conditional models."""
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -28,10 +30,11 @@ def bits_per_dim(
     try:
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device).long()
+            y = None if labels is None else labels[start : start + batch_size].to(device)
             if model.family == "flow" and iw_samples > 1:
                 log_p = model.log_prob_iw(x, iw_samples, generator=generator)
             else:
-                log_p = model.log_prob(x, generator=generator)
+                log_p = model.log_prob(x, y, generator=generator)
             total += float(log_p.double().sum())
     finally:
         model.train(was_training)

@@ -159,3 +159,16 @@ def test_mixed_sizes_and_unknown_name(tmp_path):
         load_dataset("cifar-11")
     with pytest.raises(DensitylabError, match="does not exist"):
         load_dataset(str(tmp_path / "missing.npy"))
+
+
+def test_colored_mnist_is_tinted_rgb_digits():
+    data = load_dataset("colored-mnist", n_bits=2)
+    grey = load_dataset("mnist5k")
+    assert data.shape == (3, 28, 28) and data.levels == 4 and len(data.train) == len(grey.train)
+    assert torch.equal(data.train_labels, grey.train_labels)
+    # the colours differ between images but the digit's shape is kept: the brightest channel
+    # varies along the stroke exactly where the grey digit does
+    assert not torch.equal(data.train[0, :, 0, 0], data.train[1, :, 0, 0])
+    stroke = grey.train[0, 0] > 200
+    background = grey.train[0, 0] == 0
+    assert (data.train[0][:, stroke].float().mean(1) != data.train[0][:, background].float().mean(1)).any()

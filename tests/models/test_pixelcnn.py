@@ -6,7 +6,7 @@ import torch
 from densitylab import build_model
 from densitylab.errors import DensitylabError
 from densitylab.evaluate import bits_per_dim
-from densitylab.models.autoregressive.pixelcnn import sample_categorical
+from densitylab.models.autoregressive.base import sample_categorical
 from densitylab.nn.masked import autoregressive_mask
 from tests.conftest import all_images
 
@@ -40,7 +40,7 @@ def _dependencies(model, shape):
     inputs = torch.randn(4, c, h, w, requires_grad=True)
     order = torch.arange(c * h * w).view(h, w, c).permute(2, 0, 1)  # position of (ch, i, j)
     deps = torch.zeros(c * h * w, c * h * w, dtype=torch.bool)
-    logits = model.logits_from_input(inputs)  # (4, C, K, H, W)
+    logits = model.params_from_input(inputs)  # (4, C, K, H, W)
     for ch in range(c):
         for i in range(h):
             for j in range(w):
@@ -159,7 +159,7 @@ def _reference_sample(model, n, temperature, generator):
     for i in range(h):
         for j in range(w):
             for ch in range(c):
-                logits = model.logits(x)[:, ch, :, i, j].float()
+                logits = model.params_from_input(model.scale_input(x))[:, ch, :, i, j].float()
                 x[:, ch, i, j] = sample_categorical(logits, temperature, generator)
     return x
 
@@ -178,7 +178,7 @@ def test_banded_sampling_equals_full_network_sampling(shape):
 def test_greedy_sampling_picks_the_argmax_everywhere():
     model = _randomized(build_model("pixelcnn", (2, 4, 4), 5, SMALL))
     x = model.sample(3, temperature=0.0)
-    assert torch.equal(x, model.logits(x).argmax(2))
+    assert torch.equal(x, model.params_from_input(model.scale_input(x)).argmax(2))
 
 
 def test_build_from_config_dataclass_or_dict():

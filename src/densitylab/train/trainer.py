@@ -80,6 +80,9 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device)
         self.data: ImageData = load_dataset(config.data, config.n_bits, config.data_dir)
+        self.n_classes = self._class_count() if config.conditional else 0
+        if self.n_classes:
+            config.model_config = dict(config.model_config) | {"n_classes": self.n_classes}
         torch.manual_seed(config.seed)
         self.model: DensityModel = build_model(
             config.model, self.data.shape, self.data.levels, config.model_config
@@ -90,6 +93,7 @@ class Trainer:
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.state = TrainState()
         self.train_images = self.data.train.to(self.device)
+        self.train_labels = self.data.train_labels.to(self.device) if self.n_classes else None
         self.steps_per_epoch = len(self.train_images) // config.batch_size
         if self.steps_per_epoch == 0:
             raise DensitylabError(
@@ -113,6 +117,23 @@ class Trainer:
         self.writer = self._tensorboard()
         if resume:
             self._log({"step": self.state.step, "event": "resume"})
+
+    def _class_count(self) -> int:
+        """Number of classes of a labelled dataset (``--conditional``), checked against the model."""
+        from densitylab.models.base import available_models
+
+        data, name = self.data, self.config.model
+        if data.train_labels is None or data.test_labels is None:
+            raise DensitylabError(f"--conditional needs labels, and {data.name} has none; "
+                                  "choose a labelled dataset (mnist5k, fashion-mnist, digits, ...)")
+        model_cls = available_models()[name].cls if name in available_models() else None
+        fields = getattr(getattr(model_cls, "Config", None), "__dataclass_fields__", {})
+        if model_cls is not None and "n_classes" not in fields:
+            conditional = sorted(n for n, i in available_models().items()
+                                 if "n_classes" in getattr(i.cls.Config, "__dataclass_fields__", {}))
+            raise DensitylabError(f"model {name!r} has no class-conditional version; use one of "
+                                  f"{', '.join(conditional)}")
+        return int(max(data.train_labels.max(), data.test_labels.max())) + 1
 
     # ----- run directory -------------------------------------------------------------------
     def _check_run_dir(self, resume: bool, force: bool) -> None:
@@ -213,7 +234,8 @@ class Trainer:
     def done(self) -> bool:
         return self.progress_fraction() >= 1.0
 
-    def next_batch(self) -> torch.Tensor:
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next training batch and its labels (``None`` for unconditional runs)."""
         state = self.state
         if state.batch_in_epoch >= self.steps_per_epoch:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
@@ -223,13 +245,15 @@ class Trainer:
         size = self.config.batch_size
         index = self._perm[1][state.batch_in_epoch * size : (state.batch_in_epoch + 1) * size]
         state.batch_in_epoch += 1
-        return self.train_images[index.to(self.train_images.device)].long()
+        index = index.to(self.train_images.device)
+        labels = self.train_labels[index] if self.train_labels is not None else None
+        return self.train_images[index].long(), labels
 
-    def train_step(self, x: torch.Tensor) -> float | None:
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> float | None:
         """One optimizer step; returns the loss in bits/dim, or None if it was not finite."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        loss = self.model.bits_per_dim(x, generator=self.noise).mean()
+        loss = self.model.bits_per_dim(x, labels, generator=self.noise).mean()
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return None
@@ -261,7 +285,8 @@ class Trainer:
 
     def evaluate(self, max_images: int | None = None) -> float:
         images = self.data.test[:max_images] if max_images else self.data.test
-        return bits_per_dim(self.model, images, seed=self.config.seed)
+        labels = self.data.test_labels[: len(images)] if self.n_classes else None
+        return bits_per_dim(self.model, images, seed=self.config.seed, labels=labels)
 
     def fit(self) -> dict[str, Any]:
         """Train until the budget is spent; then evaluate, sample and write the results."""
@@ -283,7 +308,7 @@ class Trainer:
         loss_sum, loss_count = 0.0, 0
         while not self.done():
             started = time.perf_counter()
-            loss = self.train_step(self.next_batch())
+            loss = self.train_step(*self.next_batch())
             state.train_seconds += time.perf_counter() - started
             if loss is None:
                 state.skipped_steps += 1
@@ -330,11 +355,18 @@ class Trainer:
         ckpt.save_checkpoint(self.run_dir / MODEL_FILE, self.model)
         self.model.eval()
         generator = torch.Generator().manual_seed(self.config.seed)
-        samples = self.model.sample(self.config.sample_count, generator=generator)
-        save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels)
+        if self.n_classes:  # one row per class
+            per_class = max(1, self.config.sample_count // self.n_classes)
+            labels = torch.arange(self.n_classes, device=self.device).repeat_interleave(per_class)
+            samples = self.model.sample(len(labels), labels, generator=generator)
+            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels, nrow=per_class)
+        else:
+            samples = self.model.sample(self.config.sample_count, generator=generator)
+            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels)
         results = {
             "model": self.config.model,
             "data": self.config.data,
+            "conditional": bool(self.n_classes),
             "levels": self.data.levels,
             "shape": list(self.data.shape),
             "parameters": sum(p.numel() for p in self.model.parameters()),

@@ -14,6 +14,11 @@ Deviations: the ``1x1`` convolutions are masked too (type B) so the channel orde
 images; inputs are scaled to ``[-1, 1]``; the last layer starts with zero weights and a bias equal
 to the log of the training data's (smoothed) marginal histogram of values, so training starts from
 the best per-pixel independent model instead of from ``log2 K`` bits/dim.
+
+Options: ``head="logistic-mixture"`` replaces the softmax by PixelCNN++'s discretized logistic
+mixture (the colour channels stay conditioned in order through the masks); ``n_classes > 0``
+makes the model class-conditional, a learned per-class bias added after the first layer and in
+every residual block.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densitylab.models.base import DensityModel, register_model
+from densitylab.models.autoregressive.base import AutoregressiveImageModel, sample_categorical
+from densitylab.models.base import register_model
+from densitylab.nn.conditioning import LabelBias, add_bias
 from densitylab.nn.masked import MaskedConv2d
+
+__all__ = ["PixelCNN", "PixelCNNConfig", "sample_categorical"]
 
 
 @dataclass
@@ -37,6 +46,9 @@ class PixelCNNConfig:
     n_residual_blocks: int = 5
     first_kernel: int = 7
     output_hidden: int = 32
+    head: str = "softmax"  # or "logistic-mixture"
+    mixture_components: int = 5
+    n_classes: int = 0  # > 0: class-conditional
 
 
 class ResidualBlock(nn.Module):
@@ -49,21 +61,20 @@ class ResidualBlock(nn.Module):
         self.conv = MaskedConv2d(half, half, 3, "B", n_colors)
         self.expand = MaskedConv2d(half, channels, 1, "B", n_colors)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.reduce(F.relu(x))
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.reduce(F.relu(add_bias(x, bias)))
         h = self.conv(F.relu(h))
         return x + self.expand(F.relu(h))
 
 
 @register_model("pixelcnn", "PixelCNN: masked convolutions (mask A, then mask-B residual "
-                "blocks), K-way softmax per pixel; exact log-likelihood")
-class PixelCNN(DensityModel):
-    family = "autoregressive"
+                "blocks), K-way softmax or logistic mixture per pixel; exact log-likelihood")
+class PixelCNN(AutoregressiveImageModel):
     Config = PixelCNNConfig
     default_lr = 1.2e-2
 
     def __init__(self, config: PixelCNNConfig, shape: tuple[int, int, int], levels: int) -> None:
-        super().__init__(shape, levels)
+        super().__init__(shape, levels, config.head, config.n_classes, config.mixture_components)
         self.config = config
         colors = self.shape[0]
         if config.hidden_channels < 2 * colors or config.output_hidden < colors:
@@ -73,53 +84,44 @@ class PixelCNN(DensityModel):
         width = config.hidden_channels - config.hidden_channels % (2 * colors)
         out_hidden = config.output_hidden - config.output_hidden % colors
         self.input_conv = MaskedConv2d(colors, width, config.first_kernel, "A", colors)
-        self.blocks = nn.Sequential(
-            *(ResidualBlock(width, colors) for _ in range(config.n_residual_blocks))
-        )
+        self.blocks = nn.ModuleList(ResidualBlock(width, colors) for _ in range(config.n_residual_blocks))
         self.output = nn.Sequential(
             nn.ReLU(),
             MaskedConv2d(width, out_hidden, 1, "B", colors),
             nn.ReLU(),
-            MaskedConv2d(out_hidden, colors * levels, 1, "B", colors),
+            MaskedConv2d(out_hidden, colors * self.params_per_channel, 1, "B", colors),
         )
+        self.label_biases = nn.ModuleList(
+            LabelBias(self.n_classes, width) for _ in range(config.n_residual_blocks + 1)
+        ) if self.n_classes else None
 
-    @torch.no_grad()
-    def initialize_from_data(self, x: torch.Tensor) -> None:
-        """Zero last-layer weights; bias = log of each channel's smoothed value histogram."""
-        last = self.output[-1]
-        last.weight.zero_()
-        channels = self.shape[0]
-        counts = torch.stack([
-            torch.bincount(x[:, c].reshape(-1).long().cpu(), minlength=self.levels).double()
-            for c in range(channels)
-        ])
-        log_freq = torch.log((counts + 1.0) / (counts + 1.0).sum(1, keepdim=True))
-        last.bias.copy_(log_freq.reshape(-1).to(last.bias))
+    def output_weight(self) -> torch.Tensor:
+        return self.output[-1].weight
 
-    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.input_conv.weight.dtype
-        return x.to(dtype) * (2.0 / max(self.levels - 1, 1)) - 1.0
+    def output_bias(self) -> torch.Tensor:
+        return self.output[-1].bias.view(self.shape[0], self.params_per_channel)
 
     @property
     def rows_above(self) -> int:
-        """How many rows above a pixel its logits can depend on (the receptive field's height)."""
+        """How many rows above a pixel its parameters can depend on (the receptive field's height)."""
         return self.config.first_kernel // 2 + len(self.blocks)
 
-    def logits_from_input(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, C, K, H, W)`` from scaled float inputs (used by the Jacobian tests)."""
-        return self._head(self.blocks(self.input_conv(inputs)))
+    def features(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        biases = [None] * (len(self.blocks) + 1)
+        if self.label_biases is not None and cond is not None:
+            biases = [embed(cond) for embed in self.label_biases]
+        h = add_bias(self.input_conv(inputs), biases[0])
+        for block, bias in zip(self.blocks, biases[1:], strict=True):
+            h = block(h, bias)
+        return h
+
+    def params_from_input(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self._head(self.features(inputs, cond))
 
     def _head(self, features: torch.Tensor) -> torch.Tensor:
         out = self.output(features)
         b, _, height, width = out.shape
-        return out.view(b, self.shape[0], self.levels, height, width)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_from_input(self.scale_input(x))
-
-    def log_prob(self, x, cond=None, generator=None):
-        self.check_input(x)
-        return categorical_log_prob(self.logits(x), x)
+        return out.view(b, self.shape[0], self.params_per_channel, height, width)
 
     @torch.no_grad()
     def sample(
@@ -133,11 +135,13 @@ class PixelCNN(DensityModel):
 
         Each pass computes only what pixel ``(i, j)`` depends on: the network never looks below
         the current row nor more than ``rows_above`` rows up, so the body runs on that band of
-        rows (padding is added on top only, so the logits are the same), and the output layers
-        run at ``(i, j)`` alone. Each value is drawn by inverting the CDF at a uniform number from
-        ``generator``, so the same seed gives the same images. (Caching activations across
-        steps, which would avoid recomputing the band, is not done here.)
+        rows (padding is added on top only, so the parameters are the same), and the output
+        layers run at ``(i, j)`` alone. Each value is drawn by inverting the CDF at a uniform
+        number from ``generator``, so the same seed gives the same images as the reference
+        sampler. (Caching activations across steps, which would avoid recomputing the band, is
+        not done here.)
         """
+        cond = self.check_cond(cond, n)
         channels, height, width = self.shape
         x = torch.zeros(n, channels, height, width, dtype=torch.long, device=self.device)
         for i in range(height):
@@ -145,32 +149,7 @@ class PixelCNN(DensityModel):
             for j in range(width):
                 for c in range(channels):
                     band = self.scale_input(x[:, :, top : i + 1])
-                    features = self.blocks(self.input_conv(band))[:, :, -1:, j : j + 1]
-                    logits = self._head(features)[:, c, :, 0, 0].float()
-                    x[:, c, i, j] = sample_categorical(logits, temperature, generator)
+                    features = self.features(band, cond)[:, :, -1:, j : j + 1]
+                    params = self._head(features)[:, c, :, 0, 0]
+                    x[:, c, i, j] = self.draw(params, temperature, generator)
         return x
-
-
-def categorical_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``sum log softmax(logits)[x]`` over all positions: logits ``(B, C, K, H, W)`` -> ``(B,)``.
-
-    The softmax runs over a contiguous last axis (``(B, H, W, C, K)``), which is several times
-    faster on a CPU than reducing over the strided ``K`` axis.
-    """
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    log_probs = logits.permute(0, 3, 4, 1, 2).log_softmax(-1)
-    picked = log_probs.gather(-1, x.long().permute(0, 2, 3, 1).unsqueeze(-1))
-    return picked.flatten(1).sum(1)
-
-
-def sample_categorical(
-    logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Draw one index per row of ``logits / temperature`` by inverting the CDF at ``u ~ U[0,1)``."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    cdf = probs.cumsum(-1)
-    u = torch.rand(logits.shape[:-1] + (1,), generator=generator).to(logits.device)
-    u = u * cdf[..., -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
