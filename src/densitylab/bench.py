@@ -31,8 +31,9 @@ def fixed_budget(
     data_dir: str | None = None,
     out: str | None = None,
     sample_count: int = 64,
+    n_bits: int | None = None,
 ) -> dict[str, Any]:
-    config = RunConfig(model=model, model_config=model_config or {}, data=data, lr=lr,
+    config = RunConfig(model=model, model_config=model_config or {}, data=data, n_bits=n_bits, lr=lr,
                        data_dir=data_dir, time_budget=f"{minutes * 60}s", batch_size=batch_size,
                        threads=threads, eval_every=10**9, checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,6 +48,7 @@ def fixed_budget(
     return {
         "model": model,
         "data": data,
+        "levels": trainer.data.levels,
         "minutes": minutes,
         "parameters": sum(p.numel() for p in model_.parameters()),
         "steps": trainer.state.step,

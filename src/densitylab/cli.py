@@ -91,10 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_runs")
     demo.add_argument("--time-budget", default="100s", help="training time per model")
 
+    experiment = sub.add_parser("experiment", help="reproduce a claim of the course notes: "
+                                "results.json and figures")
+    experiment.add_argument("name", choices=("receptive-field",))
+    experiment.add_argument("--out", required=True, help="directory for results.json and figures")
+    experiment.add_argument("--budget", choices=("small", "full"), default="small")
+
     bench = sub.add_parser("bench", help="fixed-budget benchmark: train N minutes, report JSON")
     bench.add_argument("model")
     bench.add_argument("--data", default="fashion-mnist")
     bench.add_argument("--data-dir")
+    bench.add_argument("--n-bits", type=int, help="quantize to 2**N levels (1 = binarize)")
     bench.add_argument("--minutes", type=float, default=8.0)
     bench.add_argument("--batch-size", type=int, default=64)
     bench.add_argument("--threads", type=int, default=2)
@@ -250,18 +257,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from densitylab.experiments import EXPERIMENTS
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DensitylabError(f"{out} is a file; give --out a directory")
+    result = EXPERIMENTS[args.name](out, args.budget)
+    verdict = "reproduced" if result["reproduced"] else "NOT reproduced"
+    print(f"{args.name}: {verdict}: {result['claim']}; results in {out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from densitylab.bench import fixed_budget
 
     result = fixed_budget(args.model, args.data, args.minutes, args.batch_size, args.threads,
                           args.test_images, _model_options(args.model_opt), args.lr,
-                          args.data_dir, args.out, args.sample_count)
+                          args.data_dir, args.out, args.sample_count, args.n_bits)
     print(json.dumps(result))
     return 0
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
-            "demo": cmd_demo, "bench": cmd_bench}
+            "demo": cmd_demo, "experiment": cmd_experiment, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
