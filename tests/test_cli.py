@@ -211,6 +211,16 @@ def test_colour_data_trains_with_channel_masks(tmp_path, capsys):
     assert 0 < results["test_bits_per_dim"] < 2.5
 
 
+def test_head_and_coords_flags_set_model_options(tmp_path, capsys):
+    assert _train(tmp_path, "--coords", "--model-opt", "layers_per_block=2", model="wavenet") == 0
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "coords: true" in config
+    assert _train(tmp_path, *SMALL, "--head", "logistic-mixture", name="mix") == 0
+    assert "head: logistic-mixture" in (tmp_path / "mix" / "config.yaml").read_text()
+    assert _train(tmp_path, "--coords", model="made", name="bad") == 2
+    assert "no option coords" in capsys.readouterr().err
+
+
 def test_conditional_refusals(tmp_path, capsys):
     assert main(["train", "realnvp", "--data", "digits", "--epochs", "0.1", "--conditional",
                  "--out", str(tmp_path / "r")]) == 2

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sample-count", type=int, help="samples drawn into samples.png at the end")
     train.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="a model option, e.g. hidden_channels=32 (repeatable)")
+    train.add_argument("--head", choices=("softmax", "logistic-mixture"),
+                       help="output distribution of PixelCNN / Gated PixelCNN (= --model-opt head=...)")
+    train.add_argument("--coords", action="store_true",
+                       help="feed each position's (row, column) to rnn / wavenet (= --model-opt coords=true)")
     train.add_argument("--out", help="run directory")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     train.add_argument("--force", action="store_true", help="overwrite an existing run directory")
@@ -136,10 +140,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from densitylab.train.trainer import Trainer, resume_config
 
     flags = {k: getattr(args, k) for k in _TRAIN_FLAGS}
+    shortcuts = {"head": args.head} if args.head else {}
+    if args.coords:
+        shortcuts["coords"] = True
     if args.resume:
-        if args.model or args.config or args.model_opt or args.out:
+        if args.model or args.config or args.model_opt or args.out or shortcuts:
             raise DensitylabError("--resume RUN_DIR takes the run's own config; drop MODEL, "
-                                  "--config, --model-opt and --out")
+                                  "--config, --model-opt, --head, --coords and --out")
         config = resume_config(args.resume, flags)
         trainer = Trainer(config, args.resume, resume=True, progress=not args.no_progress)
         run_dir = Path(args.resume)
@@ -152,8 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif not args.config:
             raise DensitylabError("name a model (densitylab train pixelcnn ...) or pass --config")
         values.update({k: v for k, v in flags.items() if v is not None})
-        values["model_config"] = dict(values.get("model_config") or {}) | _model_options(
-            args.model_opt
+        values["model_config"] = (
+            dict(values.get("model_config") or {}) | shortcuts | _model_options(args.model_opt)
         )
         config = RunConfig.from_dict(values)
         if not args.out:

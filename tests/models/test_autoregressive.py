@@ -23,6 +23,7 @@ CASES = {
     "pixelcnn-mixture": ("pixelcnn", TINY_PIXELCNN | {"head": "logistic-mixture", "mixture_components": 2}),
     "gated": ("gated_pixelcnn", TINY_GATED),
     "gated-mixture": ("gated_pixelcnn", TINY_GATED | {"head": "logistic-mixture", "mixture_components": 3}),
+    "gated-narrow-vertical": ("gated_pixelcnn", TINY_GATED | {"vertical_channels": 2}),
     "wavenet": ("wavenet", TINY_WAVENET),
     "wavenet-coords": ("wavenet", TINY_WAVENET | {"coords": True}),
     "rnn": ("rnn", TINY_RNN),
@@ -147,9 +148,10 @@ def test_labels_are_validated():
         _model("gated", (1, 2, 2), 2).log_prob(x, torch.tensor([0, 1]))
 
 
-def test_gated_pixelcnn_sees_every_earlier_pixel():
+@pytest.mark.parametrize("case", ["gated", "gated-narrow-vertical"])
+def test_gated_pixelcnn_sees_every_earlier_pixel(case):
     """No blind spot: with enough layers, the last pixel depends on all earlier pixels."""
-    model = _model("gated", (1, 5, 5), 2, n_layers=5)
+    model = _model(case, (1, 5, 5), 2, n_layers=5)
     deps = dependencies(model)
     assert deps[24, :24].all()
     assert deps[2 * 5 + 2, : 2 * 5 + 2].all()  # the middle pixel, including up-and-right ones

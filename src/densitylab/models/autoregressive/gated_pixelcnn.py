@@ -52,7 +52,8 @@ from densitylab.nn.masked import (
 
 @dataclass
 class GatedPixelCNNConfig:
-    hidden_channels: int = 32
+    hidden_channels: int = 32  # width of the horizontal stack (and the gates)
+    vertical_channels: int | None = None  # width of the vertical stack (None: hidden_channels)
     n_layers: int = 5
     first_kernel: int = 7
     kernel: int = 3
@@ -72,18 +73,18 @@ class GatedLayer(nn.Module):
     """One layer of both stacks; returns the new ``(v, h)`` and this layer's skip output."""
 
     def __init__(self, in_groups: torch.Tensor, groups: torch.Tensor, skip_groups: torch.Tensor,
-                 kernel: int, first: bool, n_classes: int) -> None:
+                 kernel: int, first: bool, n_classes: int, vertical_in: int, vertical_width: int) -> None:
         super().__init__()
         in_channels, width = len(in_groups), len(groups)
         gate_groups = torch.cat([groups, groups])  # tanh half and sigmoid half, channel by channel
         self.first = first
-        self.vertical = VerticalConv(in_channels, 2 * width, kernel)
+        self.vertical = VerticalConv(vertical_in, 2 * vertical_width, kernel)
         self.horizontal = HorizontalConv(in_channels, 2 * width, kernel, in_groups, gate_groups,
                                          "A" if first else "B")
-        self.link = nn.Conv2d(2 * width, 2 * width, 1)
+        self.link = nn.Conv2d(2 * vertical_width, 2 * width, 1)
         self.residual = GroupMaskedConv1x1(groups, groups)
         self.skip = GroupMaskedConv1x1(groups, skip_groups)
-        self.label_v = LabelBias(n_classes, 2 * width) if n_classes else None
+        self.label_v = LabelBias(n_classes, 2 * vertical_width) if n_classes else None
         self.label_h = LabelBias(n_classes, 2 * width) if n_classes else None
 
     def forward(self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor | None):
@@ -111,11 +112,15 @@ class GatedPixelCNN(AutoregressiveImageModel):
                 raise ValueError(f"{name} must be a positive multiple of the {colors} colour channels")
         if config.n_layers < 1:
             raise ValueError("n_layers must be >= 1")
+        vertical = config.vertical_channels or config.hidden_channels
+        if vertical < 1:
+            raise ValueError("vertical_channels must be >= 1")
         groups = channel_groups(config.hidden_channels, colors)
         skip_groups = channel_groups(config.skip_channels, colors)
         self.layers = nn.ModuleList(
             GatedLayer(channel_groups(colors, colors) if first else groups, groups, skip_groups,
-                       config.first_kernel if first else config.kernel, first, self.n_classes)
+                       config.first_kernel if first else config.kernel, first, self.n_classes,
+                       colors if first else vertical, vertical)
             for first in [True] + [False] * (config.n_layers - 1)
         )
         out_groups = channel_groups(config.output_hidden, colors)

@@ -47,6 +47,12 @@ on ``n_masks``.
 Class conditioning (``n_classes > 0``): a learned per-class vector, zero at the start, is added to
 the first hidden layer's pre-activations.
 
+Training cost: :meth:`MADE.log_prob` never builds the ``(B, D, K)`` logits: it computes the
+log-likelihood (and, in the same pass, its gradients) over blocks of sub-pixels that fit in the
+CPU cache (:func:`factored_log_softmax`); :meth:`MADE.params_from_input` gives the full logits for
+the reference sampler and the tests. :meth:`MADE.sample` runs the hidden layers once per sub-pixel
+and only that sub-pixel's output rows.
+
 Deviations: inputs are scaled to ``[-1, 1]`` (not the raw values); no direct input-to-output
 connections; the output layer starts with zero weights and ``b`` equal to the log of each colour
 channel's smoothed histogram in the training data (:meth:`MADE.initialize_from_data`), so training
