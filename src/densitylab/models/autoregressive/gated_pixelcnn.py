@@ -35,12 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from densitylab.models.autoregressive.base import AutoregressiveImageModel
 from densitylab.models.base import register_model
-from densitylab.nn.conditioning import LabelBias, add_bias
+from densitylab.nn.conditioning import LabelBias
 from densitylab.nn.masked import (
     GroupMaskedConv1x1,
     HorizontalConv,

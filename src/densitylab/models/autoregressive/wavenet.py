@@ -23,10 +23,12 @@ The receptive field is ``1 + blocks * (2^L - 1)`` steps; the default, 256 steps 
 28x28 image), is smaller than the image, so beyond the first 256 steps the network cannot read
 its position off the zero padding at the start of the sequence — that is when coordinates matter.
 (With a receptive field covering the whole image, e.g. ``layers_per_block=10``, the padding gives
-the position away; in an 8-minute CPU benchmark of that network, coordinates did not help.) Sampling is incremental (the "fast
-WaveNet" algorithm of Paine et al. 2016): every layer keeps the history of its inputs, and each new
-step costs one kernel-2 product per layer instead of a pass over the whole sequence; it draws the
-same values as the reference sampler for the same random numbers.
+the position away; in an 8-minute CPU benchmark of that network, coordinates did not help.)
+
+Sampling is incremental (the "fast WaveNet" algorithm of Paine et al. 2016): every layer keeps
+the history of its inputs, and each new step costs one kernel-2 product per layer instead of a
+pass over the whole sequence; it draws the same values as the reference sampler for the same
+random numbers.
 """
 
 from __future__ import annotations
@@ -107,7 +109,9 @@ class WaveNet(AutoregressiveImageModel):
             torch.arange(height), torch.arange(width), torch.arange(channels), indexing="ij"
         )
         scale = lambda v, n: v.flatten().float() * (2.0 / max(n - 1, 1)) - 1.0  # noqa: E731
-        features = [scale(rows, height), scale(cols, width)] + ([scale(chans, channels)] if channels > 1 else [])
+        features = [scale(rows, height), scale(cols, width)]
+        if channels > 1:
+            features.append(scale(chans, channels))
         return torch.stack(features)[: self.n_position_features]
 
     @property
