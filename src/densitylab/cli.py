@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out)
         trainer = Trainer(config, run_dir, force=args.force, progress=not args.no_progress)
     results = trainer.fit()
-    print(f"{results['model']} on {results['data']}: test bits/dim {results['test_bits_per_dim']:.4f}"
+    unit = results["unit"]
+    value = results["test_nats_per_dim" if unit == "nats/dim" else "test_bits_per_dim"]
+    print(f"{results['model']} on {results['data']}: test {unit} {value:.4f}"
           f" ({results['bound']}); run in {run_dir}")
     return 0
 
@@ -216,11 +219,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         labels = None
     bpd = bits_per_dim(model, images, args.batch_size, args.seed, args.iw, labels)
     kind = "exact" if model.family != "flow" else (
-        f"importance-weighted, {args.iw} dequantization samples" if args.iw > 1
+        "exact density" if data.continuous
+        else f"importance-weighted, {args.iw} dequantization samples" if args.iw > 1
         else "dequantization bound"
     )
+    value = {"nats_per_dim": bpd * math.log(2)} if data.continuous else {"bits_per_dim": bpd}
     print(json.dumps({"model": header["model"], "data": data.name, "split": args.split,
-                      "images": len(images), "bits_per_dim": bpd, "kind": kind}))
+                      "images": len(images), **value, "kind": kind}))
     return 0
 
 
@@ -252,7 +257,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     samples = model.sample(len(labels) if labels is not None else args.n, labels,
                            temperature=args.temperature, generator=generator)
     output = Path(args.output) if args.output else Path(args.run_dir) / "grid.png"
-    save_grid(output, samples, model.levels, nrow=nrow)
+    if len(model.shape) != 3:  # vectors (the toys): a histogram
+        from densitylab.viz.points import save_points_plot
+
+        save_points_plot(output, samples, f"{len(samples)} samples", model.levels)
+    else:
+        save_grid(output, samples, model.levels, nrow=nrow)
     print(f"wrote {len(samples)} samples to {output}")
     return 0
 

@@ -1,7 +1,9 @@
-"""Image datasets as integer tensors, and the registry of their names.
+"""Datasets as tensors, and the registry of their names.
 
-Every source returns an :class:`ImageData`: uint8 tensors ``(N, C, H, W)`` with values in
-``{0..levels-1}`` for a fixed train/test split, plus labels when the source has them.
+Every source returns an :class:`ImageData`: for images, uint8 tensors ``(N, C, H, W)`` with values
+in ``{0..levels-1}`` for a fixed train/test split, plus labels when the source has them; for the
+toys, vectors ``(N, D)``: integers for discrete 1D data, float32 with ``levels == 0`` for
+continuous data.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from densitylab.data import download
+from densitylab.data import download, toy
 from densitylab.data.idx import read_idx
 from densitylab.data.transforms import requantize
 from densitylab.errors import DensitylabError
@@ -31,13 +33,20 @@ class ImageData:
     test_labels: torch.Tensor | None = None
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.shape[1:])  # type: ignore[return-value]
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+    @property
+    def continuous(self) -> bool:
+        """Real-valued data (the toys), scored in nats/dim instead of bits/dim."""
+        return self.levels == 0
 
     def quantized(self, n_bits: int | None) -> ImageData:
         """The same images with ``2**n_bits`` levels (``None`` keeps the native levels)."""
         if n_bits is None:
             return self
+        if self.continuous:
+            raise DensitylabError(f"{self.name} is continuous data; --n-bits applies to images only")
         if not 1 <= n_bits <= 8:
             raise DensitylabError(f"--n-bits must be between 1 and 8, got {n_bits}")
         target = 2**n_bits
@@ -160,6 +169,22 @@ def _shapes(data_dir: str | None) -> ImageData:
     return _split("shapes", images, labels, n_test=2000, levels=2)
 
 
+def _toy(name: str, n_train: int = 20000, n_test: int = 5000) -> Callable[[str | None], ImageData]:
+    def load(data_dir: str | None) -> ImageData:
+        rng = np.random.default_rng(sum(map(ord, name)))
+        if name == "gaps-1d":
+            values = toy.gaps_1d(n_train + n_test, rng)
+            levels = 100
+        else:
+            sampler = toy.mixture_1d if name == "mixture-1d" else toy.TOYS_2D[name]
+            values = sampler(n_train + n_test, rng).astype(np.float32)
+            levels = 0
+        return ImageData(name, torch.from_numpy(values[:n_train].copy()),
+                         torch.from_numpy(values[n_train:].copy()), levels)
+
+    return load
+
+
 def load_user_images(path: str | Path) -> ImageData:
     """A ``.npy``/``.npz`` of uint8 images or a folder of PNG images, split 90/10."""
     path = Path(path)
@@ -240,6 +265,12 @@ DATASETS: dict[str, DatasetInfo] = {
                     "10,000 / 2,000)", _shapes),
         DatasetInfo("mnist", "MNIST 28x28, 8-bit (60,000 / 10,000); IDX files, downloaded if "
                     "missing", _idx_dataset(download.MNIST)),
+        *(DatasetInfo(name, f"2D toy density ({name}), continuous, 20,000 / 5,000 points; "
+                      "scored in nats/dim", _toy(name)) for name in toy.TOYS_2D),
+        DatasetInfo("mixture-1d", "1D mixture of 3 Gaussians with a gap, continuous, 20,000 / 5,000 "
+                    "points; scored in nats/dim", _toy("mixture-1d")),
+        DatasetInfo("gaps-1d", "1D discrete values in 0..99 from a mixture, with empty stretches "
+                    "(the course's 1D flow demo), 20,000 / 5,000", _toy("gaps-1d")),
         DatasetInfo("fashion-mnist", "Fashion-MNIST 28x28, 8-bit (60,000 / 10,000); Debian's "
                     "dataset-fashion-mnist or downloaded", _idx_dataset(download.FASHION_MNIST)),
     )

@@ -1,7 +1,13 @@
-"""Every model module is imported here so that it registers its name."""
+"""Importing this package imports every model module, so each registers its name."""
 
-from densitylab.models.autoregressive import gated_pixelcnn, made, pixelcnn, rnn, wavenet  # noqa: F401
+import importlib
+import pkgutil
+
+from densitylab.models import autoregressive, flows
 from densitylab.models.base import DensityModel, available_models, build_model
-from densitylab.models.flows import realnvp  # noqa: F401
+
+for _package in (autoregressive, flows):
+    for _module in pkgutil.iter_modules(_package.__path__):
+        importlib.import_module(f"{_package.__name__}.{_module.name}")
 
 __all__ = ["DensityModel", "available_models", "build_model"]

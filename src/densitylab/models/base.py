@@ -2,10 +2,15 @@
 
 A model is an ``nn.Module`` built from ``(config, shape, levels)``:
 
-- ``log_prob(x, cond=None, generator=None) -> Tensor[B]``: ``log P(x)`` in nats of integer images ``x`` with
-  values in ``{0..levels-1}`` and shape ``(B, *shape)`` (flows return the dequantization bound);
-- ``sample(n, cond=None, temperature=1.0, generator=None)``: integer images like the data;
+- ``log_prob(x, cond=None, generator=None) -> Tensor[B]``: ``log P(x)`` in nats of integer data ``x``
+  with values in ``{0..levels-1}`` and shape ``(B, *shape)`` (flows return the dequantization bound);
+- ``sample(n, cond=None, temperature=1.0, generator=None)``: integer data like the training data;
 - ``bits_per_dim(x) = -log_prob(x) / (D ln 2)``.
+
+``shape`` is ``(C, H, W)`` for images or ``(D,)`` for vectors (the 1D and 2D toys). ``levels == 0``
+marks continuous data (float vectors): there ``log_prob`` is a density in nats and the unit is
+nats/dim (DESIGN.md section 1). Each model class declares in ``data_kinds`` which of ``"image"``,
+``"vector"`` and ``"continuous"`` it accepts; :func:`build_model` refuses the others in one line.
 
 Models are registered by name with :func:`register_model` so the CLI, the Python API and a
 checkpoint all construct them the same way, through :func:`build_model`.
@@ -31,13 +36,19 @@ class DensityModel(nn.Module):
     family: ClassVar[str] = "model"
     Config: ClassVar[type]
     default_lr: ClassVar[float] = 1e-3  # Adam learning rate used when a run does not set one
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
 
-    def __init__(self, shape: tuple[int, int, int], levels: int) -> None:
+    def __init__(self, shape: tuple[int, ...], levels: int) -> None:
         super().__init__()
-        if len(shape) != 3:
-            raise DensitylabError(f"image shape must be (C, H, W), got {tuple(shape)}")
+        if len(shape) not in (1, 3):
+            raise DensitylabError(f"data shape must be (C, H, W) or (D,), got {tuple(shape)}")
         self.shape = tuple(int(s) for s in shape)
         self.levels = int(levels)
+
+    @property
+    def continuous(self) -> bool:
+        """True for real-valued data (``levels == 0``), scored in nats/dim."""
+        return self.levels == 0
 
     @property
     def dim(self) -> int:
@@ -49,11 +60,17 @@ class DensityModel(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a one-line error for a batch of the wrong shape, dtype or value range."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
+        if x.dim() != len(self.shape) + 1 or tuple(x.shape[1:]) != self.shape:
             raise DensitylabError(
-                f"expected images of shape (B, {', '.join(map(str, self.shape))}), got "
+                f"expected data of shape (B, {', '.join(map(str, self.shape))}), got "
                 f"{tuple(x.shape)}; check the dataset and the model's shape"
             )
+        if self.continuous:
+            if not x.dtype.is_floating_point:
+                raise DensitylabError(f"expected real-valued data, got dtype {x.dtype}")
+            if x.numel() and not bool(torch.isfinite(x).all()):
+                raise DensitylabError("the data holds NaN or infinite values; clean it first")
+            return
         if x.dtype.is_floating_point or x.dtype == torch.bool:
             raise DensitylabError(
                 f"expected integer images in 0..{self.levels - 1}, got dtype {x.dtype}"
@@ -65,6 +82,11 @@ class DensityModel(nn.Module):
                     f"pixel values must lie in 0..{self.levels - 1} for {self.levels} levels, "
                     f"found {low}..{high}; quantize the data with --n-bits"
                 )
+
+    def step_metrics(self) -> dict[str, float]:
+        """Numbers about the last training step the model wants logged (e.g. FFJORD's number of
+        function evaluations); default none."""
+        return {}
 
     def initialize_from_data(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation before the first step (default: nothing)."""
@@ -148,19 +170,37 @@ def model_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     return config_cls(**coerce_fields(config_cls, overrides or {}, f"model {name!r}"))
 
 
+def data_kind_problem(name: str, shape: tuple[int, ...], levels: int) -> str | None:
+    """Why model ``name`` cannot take data of ``shape`` / ``levels`` (None when it can)."""
+    models = available_models()
+    kinds = models[name].cls.data_kinds
+    needed = "image" if len(shape) == 3 else "vector"
+    what = f"{'continuous ' if levels == 0 else ''}{'images' if needed == 'image' else 'vectors'}"
+    if needed not in kinds or (levels == 0 and "continuous" not in kinds):
+        fit = sorted(n for n, i in models.items() if needed in i.cls.data_kinds
+                     and (levels or "continuous" in i.cls.data_kinds))
+        return (f"model {name!r} does not take {what} of shape {tuple(shape)}; "
+                f"use one of {', '.join(fit)} for this data")
+    return None
+
+
 def build_model(
     name: str,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     levels: int,
     config: dict[str, Any] | Any | None = None,
 ) -> DensityModel:
-    """Construct model ``name`` for images of ``shape`` with ``levels`` values per pixel.
+    """Construct model ``name`` for data of ``shape`` with ``levels`` values per entry
+    (``levels == 0``: continuous data).
 
     ``config`` is the model's config dataclass, or a dict of overrides of its defaults.
     """
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
     cfg = model_config(name, config)
+    problem = data_kind_problem(name, tuple(shape), levels)
+    if problem:
+        raise DensitylabError(problem)
     try:
         return available_models()[name].cls(cfg, tuple(shape), levels)
     except ValueError as exc:  # an option value the architecture cannot take

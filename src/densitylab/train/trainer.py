@@ -247,13 +247,22 @@ class Trainer:
         state.batch_in_epoch += 1
         index = index.to(self.train_images.device)
         labels = self.train_labels[index] if self.train_labels is not None else None
-        return self.train_images[index].long(), labels
+        batch = self.train_images[index]
+        return (batch if self.data.continuous else batch.long()), labels
+
+    @property
+    def unit(self) -> str:
+        """``bpd`` (bits/dim of discrete data) or ``npd`` (nats/dim of continuous data)."""
+        return "npd" if self.data.continuous else "bpd"
 
     def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> float | None:
-        """One optimizer step; returns the loss in bits/dim, or None if it was not finite."""
+        """One optimizer step; returns the loss in bits/dim (nats/dim for continuous data), or
+        None if it was not finite."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         loss = self.model.bits_per_dim(x, labels, generator=self.noise).mean()
+        if self.data.continuous:
+            loss = loss * math.log(2)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return None
@@ -284,9 +293,11 @@ class Trainer:
         self._log({"step": self.state.step, "event": "restore", "lr_scale": lr_scale})
 
     def evaluate(self, max_images: int | None = None) -> float:
+        """Test bits/dim (nats/dim for continuous data) on the first ``max_images``."""
         images = self.data.test[:max_images] if max_images else self.data.test
         labels = self.data.test_labels[: len(images)] if self.n_classes else None
-        return bits_per_dim(self.model, images, seed=self.config.seed, labels=labels)
+        bpd = bits_per_dim(self.model, images, seed=self.config.seed, labels=labels)
+        return bpd * math.log(2) if self.data.continuous else bpd
 
     def fit(self) -> dict[str, Any]:
         """Train until the budget is spent; then evaluate, sample and write the results."""
@@ -325,11 +336,13 @@ class Trainer:
             if state.step % cfg.log_every == 0:
                 elapsed = time.perf_counter() - window_start
                 speed = window_images / max(elapsed, 1e-9)
-                record = {"step": state.step, "epoch": state.epoch, "train_bpd": loss_sum / loss_count,
+                record = {"step": state.step, "epoch": state.epoch,
+                          f"train_{self.unit}": loss_sum / loss_count,
                           "lr": self.learning_rate(), "images_per_s": speed,
-                          "train_seconds": state.train_seconds}
+                          "train_seconds": state.train_seconds,
+                          **self.model.step_metrics()}
                 self._log(record)
-                postfix = {"bpd": f"{record['train_bpd']:.3f}", "img/s": f"{speed:.0f}"}
+                postfix = {self.unit: f"{record[f'train_{self.unit}']:.3f}", "img/s": f"{speed:.0f}"}
                 if self.budget_seconds and not self.total_steps:
                     left = max(0.0, self.budget_seconds - state.train_seconds)
                     bar.total = state.step + int(left / max(state.train_seconds, 1e-9) * state.step)
@@ -338,8 +351,9 @@ class Trainer:
                 loss_sum, loss_count = 0.0, 0
             if state.step % cfg.eval_every == 0:
                 test_bpd = self.evaluate(cfg.eval_images)
-                self._log({"step": state.step, "test_bpd": test_bpd})
-                bar.write(f"step {state.step}: test bits/dim {test_bpd:.4f} "
+                self._log({"step": state.step, f"test_{self.unit}": test_bpd})
+                unit = "nats/dim" if self.data.continuous else "bits/dim"
+                bar.write(f"step {state.step}: test {unit} {test_bpd:.4f} "
                           f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
             if state.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
@@ -351,11 +365,17 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         test_bpd = self.evaluate()
-        self._log({"step": self.state.step, "test_bpd_full": test_bpd})
+        self._log({"step": self.state.step, f"test_{self.unit}_full": test_bpd})
         ckpt.save_checkpoint(self.run_dir / MODEL_FILE, self.model)
         self.model.eval()
         generator = torch.Generator().manual_seed(self.config.seed)
-        if self.n_classes:  # one row per class
+        if len(self.data.shape) != 3:  # vectors: a histogram next to the data's
+            from densitylab.viz.points import save_points_plot
+
+            samples = self.model.sample(max(self.config.sample_count, 2000), generator=generator)
+            save_points_plot(self.run_dir / SAMPLES_FILE, samples, "samples", self.model.levels,
+                             reference=self.data.test)
+        elif self.n_classes:  # one row per class
             per_class = max(1, self.config.sample_count // self.n_classes)
             labels = torch.arange(self.n_classes, device=self.device).repeat_interleave(per_class)
             samples = self.model.sample(len(labels), labels, generator=generator)
@@ -375,9 +395,10 @@ class Trainer:
             "train_seconds": self.state.train_seconds,
             "skipped_steps": self.state.skipped_steps,
             "test_images": len(self.data.test),
-            "test_bits_per_dim": test_bpd,
-            "bound": "dequantization (one uniform sample per image)"
-            if self.model.family == "flow" else "exact",
+            "unit": "nats/dim" if self.data.continuous else "bits/dim",
+            "test_nats_per_dim" if self.data.continuous else "test_bits_per_dim": test_bpd,
+            "bound": "exact density" if self.data.continuous
+            else "dequantization (one sample per image)" if self.model.family == "flow" else "exact",
             "samples": SAMPLES_FILE,
         }
         atomic_write_json(self.run_dir / RESULTS_FILE, results)

@@ -1,14 +1,18 @@
-"""Image flows as models of discrete data, through uniform dequantization.
+"""Flows as models of discrete data through dequantization, and of continuous data directly.
 
-A flow gives a density ``p_Y`` on ``y in [0, 1)^D``. For integer images ``x in {0..K-1}^D`` with
-``v = x + u, u ~ U[0,1)^D`` and ``y = v / K`` (Theis et al. 2016; Ho et al. 2019):
+A flow gives a density ``p_Y`` on continuous values. For integer data ``x in {0..K-1}^D``, a
+dequantizer (``dequantization.py``) draws ``y = (x + u) / K`` in ``[0, 1)^D`` with density
+``q(u | x)`` (uniform by default), and (Theis et al. 2016; Ho et al. 2019):
 
-    log P(x) = log int_{[0,1)^D} p_Y((x + u) / K) K^{-D} du
-             >= E_u[ log p_Y((x + u) / K) ] - D log K
+    log P(x) = log E_{u ~ q}[ p_Y((x + u) / K) K^{-D} / q(u | x) ]
+             >= E_{u ~ q}[ log p_Y((x + u) / K) - D log K - log q(u | x) ]
 
 ``log_prob`` returns the one-sample estimate of this bound; ``log_prob_iw`` the importance-weighted
-estimate ``log (1/S) sum_s p_Y((x + u_s) / K) K^{-D}``, which tightens it as ``S`` grows. A flow
+estimate ``log (1/S) sum_s p_Y(y_s) K^{-D} / q(u_s | x)``, which tightens it as ``S`` grows. A flow
 whose density is uniform on ``[0, 1)^D`` scores exactly ``log2 K`` bits/dim.
+
+For continuous data (``levels == 0``: the 1D and 2D toys) ``log_prob`` is ``log p_Y(x)`` itself, a
+density in nats, and ``sample`` returns real values.
 """
 
 from __future__ import annotations
@@ -17,14 +21,25 @@ import math
 
 import torch
 
-from densitylab.data.transforms import uniform_dequantize
 from densitylab.models.base import DensityModel
+from densitylab.models.flows.dequantization import UniformDequantizer, make_dequantizer
 
 
 class DequantizedFlow(DensityModel):
-    """Subclasses implement ``log_density(y)`` on ``[0,1)^D`` and ``sample_continuous``."""
+    """Subclasses implement ``log_density(y)`` and ``sample_continuous``; ``y`` lies in
+    ``[0, 1)^D`` for discrete data and is the data itself for continuous data."""
 
     family = "flow"
+
+    def __init__(self, shape: tuple[int, ...], levels: int) -> None:
+        super().__init__(shape, levels)
+        self.dequantizer = UniformDequantizer(levels)
+
+    def set_dequantization(self, kind: str, hidden: int = 32) -> None:
+        """``uniform`` (default) or ``variational`` (a flow q(u|x) trained with the model)."""
+        if self.continuous and kind != "uniform":
+            raise ValueError("dequantization applies to discrete data only; this data is continuous")
+        self.dequantizer = make_dequantizer(kind, self.shape, self.levels, hidden)
 
     def log_density(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -43,7 +58,8 @@ class DequantizedFlow(DensityModel):
         return next(self.parameters()).dtype
 
     def dequantize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return uniform_dequantize(x, self.levels, generator).to(self.dtype)
+        """Dequantized ``y`` only (``log q`` dropped): for plots and preprocessing checks."""
+        return self.dequantizer(x, generator, self.dtype)[0]
 
     def log_prob(
         self,
@@ -52,8 +68,10 @@ class DequantizedFlow(DensityModel):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         self.check_input(x)
-        y = self.dequantize(x, generator)
-        return self.log_density(y, cond) - self.dim * math.log(self.levels)
+        if self.continuous:
+            return self.log_density(x.to(self.dtype), cond)
+        y, log_q = self.dequantizer(x, generator, self.dtype)
+        return self.log_density(y, cond) - self.dim * math.log(self.levels) - log_q
 
     def log_prob_iw(
         self,
@@ -62,11 +80,13 @@ class DequantizedFlow(DensityModel):
         cond: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Importance-weighted estimate with ``n_samples`` dequantization samples per image."""
+        """Importance-weighted estimate with ``n_samples`` dequantization samples per example."""
         samples = torch.stack([self.log_prob(x, cond, generator) for _ in range(n_samples)])
         return torch.logsumexp(samples, dim=0) - math.log(n_samples)
 
     @torch.no_grad()
     def sample(self, n, cond=None, temperature=1.0, generator=None):
         y = self.sample_continuous(n, cond, temperature, generator)
+        if self.continuous:
+            return y
         return (y * self.levels).floor().clamp_(0, self.levels - 1).long()
