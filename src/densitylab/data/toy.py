@@ -73,7 +73,7 @@ def mixture_1d(n: int, rng: np.random.Generator) -> np.ndarray:
 def gaps_1d(n: int, rng: np.random.Generator, levels: int = 100) -> np.ndarray:
     """Integers in ``0..levels-1`` from a mixture, with empty stretches between the modes."""
     component = rng.choice(3, size=n, p=[0.35, 0.4, 0.25])
-    means, stds = np.array([0.18, 0.52, 0.82]), np.array([0.04, 0.05, 0.03])
+    means, stds = np.array([0.2, 0.5, 0.8]), np.array([0.03, 0.04, 0.025])
     values = np.rint((means[component] + stds[component] * rng.normal(size=n)) * levels)
     return np.clip(values, 0, levels - 1).astype(np.uint8)[:, None]
 

@@ -16,6 +16,7 @@ something faster that draws the same values from the same uniform numbers.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from densitylab.errors import DensitylabError
 from densitylab.models.base import DensityModel
@@ -104,6 +105,61 @@ class AutoregressiveImageModel(DensityModel):
         for c, i, j in positions.tolist():
             params = self.params_from_input(self.scale_input(x), cond)[:, c, :, i, j]
             x[:, c, i, j] = self.draw(params, temperature, generator)
+        return x
+
+
+class RasterConvModel(AutoregressiveImageModel):
+    """A convolutional model in raster order: ``features(inputs, cond)`` from a body whose output
+    at row ``i`` depends on rows ``i - rows_above .. i`` only, then a ``1x1`` output stack
+    ``self.output`` (an ``nn.Sequential`` ending in the parameter layer). Shared by PixelCNN and
+    Gated PixelCNN, with their band sampler."""
+
+    output: nn.Sequential
+
+    @property
+    def rows_above(self) -> int:
+        raise NotImplementedError
+
+    def features(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def output_weight(self) -> torch.Tensor:
+        return self.output[-1].weight
+
+    def output_bias(self) -> torch.Tensor:
+        return self.output[-1].bias.view(self.shape[0], self.params_per_channel)
+
+    def output_params(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F, H, W)`` features -> ``(B, C, P, H, W)`` parameters."""
+        out = self.output(features)
+        b, _, height, width = out.shape
+        return out.view(b, self.shape[0], self.params_per_channel, height, width)
+
+    def params_from_input(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.output_params(self.features(inputs, cond))
+
+    @torch.no_grad()
+    def sample(self, n, cond=None, temperature=1.0, generator=None):
+        """Raster-order sampling: one pass per pixel and channel over the band of rows the next
+        pixel depends on.
+
+        The body never looks below the current row nor more than ``rows_above`` rows up, so it runs
+        on that band (padding is added on top only, so the parameters are the same), and the
+        output layers run at ``(i, j)`` alone. Each value is drawn by inverting the CDF at a
+        uniform number from ``generator``, so the same seed gives the same images as the
+        reference sampler.
+        """
+        cond = self.check_cond(cond, n)
+        channels, height, width = self.shape
+        x = torch.zeros(n, channels, height, width, dtype=torch.long, device=self.device)
+        for i in range(height):
+            top = max(0, i - self.rows_above)
+            for j in range(width):
+                for c in range(channels):
+                    band = self.scale_input(x[:, :, top : i + 1])
+                    features = self.features(band, cond)[:, :, -1:, j : j + 1]
+                    params = self.output_params(features)[:, c, :, 0, 0]
+                    x[:, c, i, j] = self.draw(params, temperature, generator)
         return x
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from densitylab.models.autoregressive.base import AutoregressiveImageModel
+from densitylab.models.autoregressive.base import RasterConvModel
 from densitylab.models.base import register_model
 from densitylab.nn.conditioning import LabelBias
 from densitylab.nn.masked import (
@@ -98,7 +98,7 @@ class GatedLayer(nn.Module):
 
 @register_model("gated_pixelcnn", "Gated PixelCNN: vertical + horizontal stacks with tanh*sigmoid "
                 "gates, residual and skip connections; no blind spot; exact log-likelihood")
-class GatedPixelCNN(AutoregressiveImageModel):
+class GatedPixelCNN(RasterConvModel):
     Config = GatedPixelCNNConfig
     default_lr = 8e-3
 
@@ -131,12 +131,6 @@ class GatedPixelCNN(AutoregressiveImageModel):
             GroupMaskedConv1x1(out_groups, param_groups),
         )
 
-    def output_weight(self) -> torch.Tensor:
-        return self.output[-1].weight
-
-    def output_bias(self) -> torch.Tensor:
-        return self.output[-1].bias.view(self.shape[0], self.params_per_channel)
-
     @property
     def rows_above(self) -> int:
         """How many rows above a pixel its parameters can depend on."""
@@ -150,27 +144,3 @@ class GatedPixelCNN(AutoregressiveImageModel):
             v, h, skip = layer(v, h, cond)
             skips = skip if skips is None else skips + skip
         return skips
-
-    def _head(self, features: torch.Tensor) -> torch.Tensor:
-        out = self.output(features)
-        b, _, height, width = out.shape
-        return out.view(b, self.shape[0], self.params_per_channel, height, width)
-
-    def params_from_input(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self._head(self.features(inputs, cond))
-
-    @torch.no_grad()
-    def sample(self, n, cond=None, temperature=1.0, generator=None):
-        """Raster-order sampling on the band of rows the next pixel depends on (see PixelCNN):
-        the same images as the reference sampler for the same ``generator``."""
-        cond = self.check_cond(cond, n)
-        channels, height, width = self.shape
-        x = torch.zeros(n, channels, height, width, dtype=torch.long, device=self.device)
-        for i in range(height):
-            top = max(0, i - self.rows_above)
-            for j in range(width):
-                for c in range(channels):
-                    band = self.scale_input(x[:, :, top : i + 1])
-                    features = self.features(band, cond)[:, :, -1:, j : j + 1]
-                    x[:, c, i, j] = self.draw(self._head(features)[:, c, :, 0, 0], temperature, generator)
-        return x

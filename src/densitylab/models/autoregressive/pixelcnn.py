@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densitylab.models.autoregressive.base import AutoregressiveImageModel, sample_categorical
+from densitylab.models.autoregressive.base import RasterConvModel, sample_categorical
 from densitylab.models.base import register_model
 from densitylab.nn.conditioning import LabelBias, add_bias
 from densitylab.nn.masked import MaskedConv2d
@@ -69,7 +69,7 @@ class ResidualBlock(nn.Module):
 
 @register_model("pixelcnn", "PixelCNN: masked convolutions (mask A, then mask-B residual "
                 "blocks), K-way softmax or logistic mixture per pixel; exact log-likelihood")
-class PixelCNN(AutoregressiveImageModel):
+class PixelCNN(RasterConvModel):
     Config = PixelCNNConfig
     default_lr = 1.2e-2
 
@@ -95,12 +95,6 @@ class PixelCNN(AutoregressiveImageModel):
             LabelBias(self.n_classes, width) for _ in range(config.n_residual_blocks + 1)
         ) if self.n_classes else None
 
-    def output_weight(self) -> torch.Tensor:
-        return self.output[-1].weight
-
-    def output_bias(self) -> torch.Tensor:
-        return self.output[-1].bias.view(self.shape[0], self.params_per_channel)
-
     @property
     def rows_above(self) -> int:
         """How many rows above a pixel its parameters can depend on (the receptive field's height)."""
@@ -114,42 +108,3 @@ class PixelCNN(AutoregressiveImageModel):
         for block, bias in zip(self.blocks, biases[1:], strict=True):
             h = block(h, bias)
         return h
-
-    def params_from_input(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self._head(self.features(inputs, cond))
-
-    def _head(self, features: torch.Tensor) -> torch.Tensor:
-        out = self.output(features)
-        b, _, height, width = out.shape
-        return out.view(b, self.shape[0], self.params_per_channel, height, width)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        cond: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Raster-order sampling: one forward pass per pixel and channel.
-
-        Each pass computes only what pixel ``(i, j)`` depends on: the network never looks below
-        the current row nor more than ``rows_above`` rows up, so the body runs on that band of
-        rows (padding is added on top only, so the parameters are the same), and the output
-        layers run at ``(i, j)`` alone. Each value is drawn by inverting the CDF at a uniform
-        number from ``generator``, so the same seed gives the same images as the reference
-        sampler. (Caching activations across steps, which would avoid recomputing the band, is
-        not done here.)
-        """
-        cond = self.check_cond(cond, n)
-        channels, height, width = self.shape
-        x = torch.zeros(n, channels, height, width, dtype=torch.long, device=self.device)
-        for i in range(height):
-            top = max(0, i - self.rows_above)
-            for j in range(width):
-                for c in range(channels):
-                    band = self.scale_input(x[:, :, top : i + 1])
-                    features = self.features(band, cond)[:, :, -1:, j : j + 1]
-                    params = self._head(features)[:, c, :, 0, 0]
-                    x[:, c, i, j] = self.draw(params, temperature, generator)
-        return x
