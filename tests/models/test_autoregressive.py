@@ -24,6 +24,8 @@ CASES = {
     "gated": ("gated_pixelcnn", TINY_GATED),
     "gated-mixture": ("gated_pixelcnn", TINY_GATED | {"head": "logistic-mixture", "mixture_components": 3}),
     "gated-narrow-vertical": ("gated_pixelcnn", TINY_GATED | {"vertical_channels": 2}),
+    "gated-narrow-gates": ("gated_pixelcnn", TINY_GATED | {"hidden_channels": 12, "skip_channels": 12,
+                                                         "vertical_channels": 3, "gate_channels": 6}),
     "wavenet": ("wavenet", TINY_WAVENET),
     "wavenet-coords": ("wavenet", TINY_WAVENET | {"coords": True}),
     "rnn": ("rnn", TINY_RNN),
@@ -38,8 +40,8 @@ def _model(case, shape, levels, **extra):
     name, options = CASES[case]
     model = build_model(name, shape, levels, options | extra).double()
     with torch.no_grad():  # non-trivial weights everywhere: a zero gradient is a cut connection
-        for p in model.parameters():
-            p.normal_(0, 0.5)
+        for name, p in model.named_parameters():  # small biases: no ReLU is dead for every input
+            p.normal_(0, 0.05 if name.endswith("bias") else 0.5)
     return model.eval()
 
 
@@ -54,7 +56,7 @@ def test_exact_normalization(case, shape, levels):
 def dependencies(model: AutoregressiveImageModel, cond=None) -> torch.Tensor:
     """deps[a, b]: the parameters of the sub-pixel of rank a depend on the input of rank b."""
     c, h, w = model.shape
-    inputs = torch.randn(8, c, h, w, dtype=torch.double, requires_grad=True)
+    inputs = (2 * torch.randn(64, c, h, w, dtype=torch.double)).requires_grad_()  # many: no unit dead for all
     rank = model.order_rank()
     params = model.params_from_input(inputs, cond)  # (B, C, P, H, W)
     deps = torch.zeros(model.dim, model.dim, dtype=torch.bool)
@@ -148,7 +150,7 @@ def test_labels_are_validated():
         _model("gated", (1, 2, 2), 2).log_prob(x, torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize("case", ["gated", "gated-narrow-vertical"])
+@pytest.mark.parametrize("case", ["gated", "gated-narrow-vertical", "gated-narrow-gates"])
 def test_gated_pixelcnn_sees_every_earlier_pixel(case):
     """No blind spot: with enough layers, the last pixel depends on all earlier pixels."""
     model = _model(case, (1, 5, 5), 2, n_layers=5)

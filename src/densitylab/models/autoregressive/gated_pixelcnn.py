@@ -17,13 +17,17 @@ per-class bias (zero when unconditional):
     v' = g(p + e_y),    p = W_v * v
     u  = g(W_h * h + L shift(p) + e_y)
     h' = h + W_r u            (the first layer has no residual: its input is the image)
-    s  = s + W_s u            (skip connections)
+    s  = s + W_s u            (skip connections; W_r and W_s run as one 1x1 convolution)
 
 and the output is ``1x1 -> ReLU -> 1x1`` on ``ReLU(s)``, giving ``P`` parameters per sub-pixel for
 the softmax or the logistic-mixture head.
 
 Colour: channels of the horizontal stack, gates, residual and skip paths are split into R, G, B
 groups; at the current pixel, group ``j`` reads groups ``< j`` (first layer) or ``<= j``.
+
+Widths: ``hidden_channels`` (the residual stream ``h``), ``vertical_channels`` (``v``) and
+``gate_channels`` (``u``) can differ; narrower vertical stacks and gates cut the cost of the
+``2 x k`` vertical filter, which dominates a layer's arithmetic.
 
 Deviations: no mask on the ``1x1`` link (after the shift it only carries rows above, so none is
 needed); the output layer starts at zero with a bias fitted to the data's marginal histogram, as
@@ -51,8 +55,9 @@ from densitylab.nn.masked import (
 
 @dataclass
 class GatedPixelCNNConfig:
-    hidden_channels: int = 32  # width of the horizontal stack (and the gates)
+    hidden_channels: int = 32  # width of the horizontal stack's residual stream
     vertical_channels: int | None = None  # width of the vertical stack (None: hidden_channels)
+    gate_channels: int | None = None  # width of the horizontal gates (None: hidden_channels)
     n_layers: int = 5
     first_kernel: int = 7
     kernel: int = 3
@@ -69,20 +74,24 @@ def gate(x: torch.Tensor) -> torch.Tensor:
 
 
 class GatedLayer(nn.Module):
-    """One layer of both stacks; returns the new ``(v, h)`` and this layer's skip output."""
+    """One layer of both stacks; returns the new ``(v, h)`` and this layer's skip output.
 
-    def __init__(self, in_groups: torch.Tensor, groups: torch.Tensor, skip_groups: torch.Tensor,
-                 kernel: int, first: bool, n_classes: int, vertical_in: int, vertical_width: int) -> None:
+    ``gate_groups`` are the colour groups of the gate units (width ``g``), ``out_groups`` those of
+    the residual stream; the residual and skip ``1x1`` maps are one convolution, split after."""
+
+    def __init__(self, in_groups: torch.Tensor, gate_groups: torch.Tensor, out_groups: torch.Tensor,
+                 skip_groups: torch.Tensor, kernel: int, first: bool, n_classes: int,
+                 vertical_in: int, vertical_width: int) -> None:
         super().__init__()
-        in_channels, width = len(in_groups), len(groups)
-        gate_groups = torch.cat([groups, groups])  # tanh half and sigmoid half, channel by channel
+        in_channels, width = len(in_groups), len(gate_groups)
+        pre_groups = torch.cat([gate_groups, gate_groups])  # tanh half and sigmoid half
         self.first = first
+        self.n_out = len(out_groups)
         self.vertical = VerticalConv(vertical_in, 2 * vertical_width, kernel)
-        self.horizontal = HorizontalConv(in_channels, 2 * width, kernel, in_groups, gate_groups,
+        self.horizontal = HorizontalConv(in_channels, 2 * width, kernel, in_groups, pre_groups,
                                          "A" if first else "B")
         self.link = nn.Conv2d(2 * vertical_width, 2 * width, 1)
-        self.residual = GroupMaskedConv1x1(groups, groups)
-        self.skip = GroupMaskedConv1x1(groups, skip_groups)
+        self.residual_and_skip = GroupMaskedConv1x1(gate_groups, torch.cat([out_groups, skip_groups]))
         self.label_v = LabelBias(n_classes, 2 * vertical_width) if n_classes else None
         self.label_h = LabelBias(n_classes, 2 * width) if n_classes else None
 
@@ -91,9 +100,9 @@ class GatedLayer(nn.Module):
         h_pre = self.horizontal(h) + self.link(down_shift(v_pre))
         if cond is not None and self.label_v is not None:
             v_pre, h_pre = v_pre + self.label_v(cond), h_pre + self.label_h(cond)
-        u = gate(h_pre)
-        h_new = self.residual(u) if self.first else h + self.residual(u)
-        return gate(v_pre), h_new, self.skip(u)
+        residual, skip = self.residual_and_skip(gate(h_pre)).split(
+            [self.n_out, self.residual_and_skip.out_channels - self.n_out], dim=1)
+        return gate(v_pre), residual if self.first else h + residual, skip
 
 
 @register_model("gated_pixelcnn", "Gated PixelCNN: vertical + horizontal stacks with tanh*sigmoid "
@@ -114,12 +123,16 @@ class GatedPixelCNN(RasterConvModel):
         vertical = config.vertical_channels or config.hidden_channels
         if vertical < 1:
             raise ValueError("vertical_channels must be >= 1")
+        gates = config.gate_channels or config.hidden_channels
+        if gates < colors or gates % colors:
+            raise ValueError(f"gate_channels must be a positive multiple of the {colors} colour channels")
         groups = channel_groups(config.hidden_channels, colors)
+        gate_groups = channel_groups(gates, colors)
         skip_groups = channel_groups(config.skip_channels, colors)
         self.layers = nn.ModuleList(
-            GatedLayer(channel_groups(colors, colors) if first else groups, groups, skip_groups,
-                       config.first_kernel if first else config.kernel, first, self.n_classes,
-                       colors if first else vertical, vertical)
+            GatedLayer(channel_groups(colors, colors) if first else groups, gate_groups, groups,
+                       skip_groups, config.first_kernel if first else config.kernel, first,
+                       self.n_classes, colors if first else vertical, vertical)
             for first in [True] + [False] * (config.n_layers - 1)
         )
         out_groups = channel_groups(config.output_hidden, colors)
