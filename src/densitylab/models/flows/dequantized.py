@@ -39,7 +39,11 @@ class DequantizedFlow(DensityModel):
         """``uniform`` (default) or ``variational`` (a flow q(u|x) trained with the model)."""
         if self.continuous and kind != "uniform":
             raise ValueError("dequantization applies to discrete data only; this data is continuous")
-        self.dequantizer = make_dequantizer(kind, self.shape, self.levels, hidden)
+        dequantizer = make_dequantizer(kind, self.shape, self.levels, hidden)
+        existing = next(iter(self.parameters()), None)  # none yet when called from __init__
+        if existing is not None:
+            dequantizer = dequantizer.to(existing.device, existing.dtype)
+        self.dequantizer = dequantizer
 
     def log_density(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
