@@ -22,9 +22,14 @@ class Flow(DequantizedFlow):
     optionally ``self.preprocess`` in ``__init__``."""
 
     flatten: bool = True
-    preprocess: Transform | None = None
     transform: Transform
     prior: str = "gaussian"
+
+    def __init__(self, shape: tuple[int, ...], levels: int) -> None:
+        super().__init__(shape, levels)
+        # An instance attribute, not a class default: nn.Module keeps a submodule assigned later
+        # in ``_modules``, which a class attribute of the same name would shadow.
+        self.preprocess: Transform | None = None
 
     def latent_shape(self) -> tuple[int, ...]:
         return (self.dim,) if self.flatten else self.shape

@@ -1,0 +1,183 @@
+"""Autoregressive CDF flow: the 2D flow of Berkeley's CS294-158 "Deep Unsupervised Learning"
+(lecture 3, homework 2, "2D autoregressive flow"), for any number of dimensions ``D``.
+
+Each dimension is mapped by the CDF of a ``K``-component mixture (Gaussians or logistics,
+``mixture_cdf.py``) whose parameters depend on the dimensions before it:
+
+    z_i = F_i(x_i | x_<i),    log p(x) = sum_i log p_prior(z_i) + log f_i(x_i | x_<i)
+
+The Jacobian ``dz/dx`` is lower triangular with diagonal ``f_i``, so with the uniform prior the
+density is the product of the conditional mixture densities ``f_i(x_i | x_<i)``. For ``D = 2``:
+``x_0`` has a learned unconditional mixture and ``x_1``'s mixture comes from an MLP of ``x_0``.
+
+The conditioner is a MADE-style masked MLP (Germain et al., 2015): inputs have degree ``i + 1``,
+hidden units degrees cycling over ``1..D-1`` and read inputs of degree ``<=`` theirs, and the
+``3K`` outputs of dimension ``i`` (logits, means, log-scales) read hidden units of degree ``< i+1``.
+So dimension 0's parameters are the output biases alone. Inputs are standardised with per-dimension
+``shift`` / ``scale`` buffers, and means and log-scales come out in standardised units:
+``mu = shift + scale * mu_hat``, ``log s = log scale + log_s_hat``. The buffers are set by
+``initialize_from_data`` (data mean and std), which also puts dimension ``i``'s mixture at the
+quantiles of ``x_i``; the output weights start small so each conditional starts near that.
+
+Inverse (sampling): sequential, ``x_0`` first, each dimension by bisection given the solved ones.
+Discrete vectors are modelled through dequantization (``y`` in ``[0, 1)^D``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from densitylab.models.base import register_model
+from densitylab.models.flows.flow import Flow
+from densitylab.models.flows.mixture_cdf import (
+    MixtureCDF,
+    check_kind,
+    check_latent,
+    quantile_init,
+    spread_init,
+    standard_init,
+)
+from densitylab.models.flows.transforms import Transform
+
+
+@dataclass
+class ARFlowConfig:
+    """``hidden`` units in each of ``hidden_layers`` layers of the masked conditioner."""
+
+    n_components: int = 5
+    kind: str = "gaussian"
+    prior: str = "uniform"
+    hidden: int = 64
+    hidden_layers: int = 2
+
+
+class MaskedLinear(nn.Linear):
+    """``Linear`` with a fixed 0/1 mask on its weight."""
+
+    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor) -> None:
+        super().__init__(in_features, out_features)
+        self.register_buffer("mask", mask.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+class MaskedConditioner(nn.Module):
+    """``(B, D) -> (B, D, P)`` with output ``[:, i]`` a function of ``x[:, :i]`` only."""
+
+    def __init__(self, dim: int, per_dim: int, hidden: int, hidden_layers: int) -> None:
+        super().__init__()
+        self.dim, self.per_dim = dim, per_dim
+        out_degree = torch.arange(1, dim + 1).repeat_interleave(per_dim)  # output i*P+j: dim i
+        layers: list[nn.Module] = []
+        if dim > 1 and hidden_layers > 0:
+            previous = torch.arange(1, dim + 1)
+            for _ in range(hidden_layers):
+                degree = torch.arange(hidden) % (dim - 1) + 1
+                layers += [MaskedLinear(len(previous), hidden, degree[:, None] >= previous[None]),
+                           nn.SiLU()]
+                previous = degree
+            head = MaskedLinear(hidden, dim * per_dim, out_degree[:, None] > previous[None])
+            with torch.no_grad():
+                head.weight.mul_(0.1)  # start near the unconditional mixture of the biases
+            layers.append(head)
+            self.net: nn.Module | None = nn.Sequential(*layers)
+            self.bias = None
+        else:  # nothing to condition on: the parameters are plain biases
+            self.net = None
+            self.bias = nn.Parameter(torch.zeros(dim * per_dim))
+
+    def output_bias(self) -> torch.Tensor:
+        return self.net[-1].bias if self.net is not None else self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x) if self.net is not None else self.bias.expand(x.shape[0], -1)
+        return out.view(x.shape[0], self.dim, self.per_dim)
+
+
+class AutoregressiveMixtureCDF(Transform):
+    """``z_i = G(F_i(x_i | x_<i))`` with a masked conditioner; see the module docstring."""
+
+    def __init__(self, dim: int, config: ARFlowConfig) -> None:
+        super().__init__()
+        if config.n_components < 1 or config.hidden < 1 or config.hidden_layers < 0:
+            raise ValueError("n_components and hidden must be >= 1, hidden_layers >= 0")
+        self.dim, self.n_components = dim, config.n_components
+        self.cdf = MixtureCDF(None, config.n_components, check_kind(config.kind),
+                              check_latent(config.prior), conditional=True)
+        self.conditioner = MaskedConditioner(dim, 3 * config.n_components, config.hidden,
+                                             config.hidden_layers)
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    @torch.no_grad()
+    def set_standardization(self, shift: torch.Tensor, scale: torch.Tensor,
+                            means: torch.Tensor, log_scales: torch.Tensor) -> None:
+        """Input ``shift``/``scale`` ``(D,)``; the unconditional mixture ``(D, K)`` in data units."""
+        self.shift.copy_(shift)
+        self.scale.copy_(scale)
+        k = self.n_components
+        bias = self.conditioner.output_bias().view(self.dim, 3 * k)
+        bias[:, :k] = 0
+        bias[:, k : 2 * k] = (means - shift[:, None]) / scale[:, None]
+        bias[:, 2 * k :] = log_scales - torch.log(scale)[:, None]
+
+    def params(self, x: torch.Tensor) -> torch.Tensor:
+        """Mixture parameters ``(B, D, 3K)`` in data units, dimension ``i`` from ``x_<i``."""
+        raw = self.conditioner((x - self.shift) / self.scale)
+        logits, means, log_scales = raw.split(self.n_components, -1)
+        means = self.shift[:, None] + self.scale[:, None] * means
+        log_scales = log_scales + torch.log(self.scale)[:, None]
+        return torch.cat([logits, means, log_scales], -1)
+
+    def forward(self, x, cond=None):
+        if cond is not None:
+            raise ValueError("arflow is unconditional; it takes no cond")
+        return self.cdf(x, self.params(x))
+
+    def inverse(self, z, cond=None):
+        if cond is not None:
+            raise ValueError("arflow is unconditional; it takes no cond")
+        x = torch.zeros_like(z)
+        for i in range(self.dim):  # params[:, i] reads x[:, :i] only, which is solved
+            xi = self.cdf.solve(z[:, i : i + 1], self.params(x)[:, i : i + 1])
+            x = torch.cat([x[:, :i], xi, x[:, i + 1 :]], 1)
+        return x, -self.forward(x)[1]
+
+
+@register_model("arflow", "autoregressive CDF flow: z_i = F(x_i | x_<i), mixture CDFs from a "
+                "masked MLP, uniform prior (CS294-158 2D homework)")
+class ARFlow(Flow):
+    Config = ARFlowConfig
+    default_lr = 5e-3
+    data_kinds = frozenset({"vector", "continuous"})
+
+    def __init__(self, config: ARFlowConfig, shape: tuple[int, ...], levels: int) -> None:
+        super().__init__(shape, levels)
+        if len(self.shape) != 1:
+            raise ValueError(f"arflow models vectors (D,), got shape {self.shape}")
+        self.config = config
+        self.prior = check_latent(config.prior)
+        self.transform = AutoregressiveMixtureCDF(self.dim, config)
+        k = config.n_components
+        if self.continuous:
+            means, log_scales = standard_init(self.dim, k)
+            shift, scale = torch.zeros(self.dim), torch.ones(self.dim)
+        else:  # dequantized data in [0, 1)^D
+            means, log_scales = spread_init(self.dim, k, 0.0, 1.0)
+            shift, scale = torch.full((self.dim,), 0.5), torch.full((self.dim,), math.sqrt(1 / 12))
+        self.transform.set_standardization(shift, scale, means, log_scales)
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: torch.Tensor) -> None:
+        """Standardise with the data's mean and std; each dimension's mixture at its quantiles."""
+        if len(x) < 2:
+            return
+        y = x.double() if self.continuous else (x.double() + 0.5) / self.levels
+        y = y.flatten(1)
+        means, log_scales = quantile_init(y, self.config.n_components)
+        self.transform.set_standardization(y.mean(0), y.std(0).clamp_min(1e-3), means, log_scales)
