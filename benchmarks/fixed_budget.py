@@ -26,6 +26,8 @@ ENTRIES = {
     "gated_pixelcnn+narrow_vertical": ("gated_pixelcnn", {"vertical_channels": 16}),
     "gated_pixelcnn+narrow_vertical+mixture": ("gated_pixelcnn", {"vertical_channels": 16,
                                                                   "head": "logistic-mixture"}),
+    "gated_pixelcnn+narrow+mixture": ("gated_pixelcnn", {"vertical_channels": 16, "gate_channels": 16,
+                                                         "head": "logistic-mixture"}),
     "wavenet_rf1024": ("wavenet", {"layers_per_block": 10}),
     "wavenet_rf1024+coords": ("wavenet", {"layers_per_block": 10, "coords": True}),
     "wavenet": ("wavenet", {}),
@@ -34,7 +36,12 @@ ENTRIES = {
     "rnn+coords": ("rnn", {"coords": True}),
     "made": ("made", {}),
     "realnvp": ("realnvp", {}),
+    "nice": ("nice", {}),
+    "glow": ("glow", {}),
+    "maf": ("maf", {}),
+    "iaf": ("iaf", {}),
 }
+FLOWS = ["nice", "realnvp", "glow", "maf"]
 AUTOREGRESSIVE = ["pixelcnn", "gated_pixelcnn", "wavenet", "wavenet+coords", "rnn", "rnn+coords", "made"]
 
 # Measured on the 2-core development machine under the same protocol (see the issue tracker).
@@ -42,6 +49,9 @@ REFERENCE = {
     "pixelcnn": ("plain PixelCNN, 62k parameters", 3.27),
     "gated_pixelcnn": ("an existing Gated PixelCNN, 32 channels, 62 images/s", 3.41),
     "realnvp": ("normflows RealNVP-style flow", 4.59),
+    "glow": ("normflows Glow, L=2, K=8, hidden 64, 154k parameters, 452 images/s", 3.73),
+    "maf": ("zuko / nflows MAF, 5 transforms, hidden [512, 512], 7.3M parameters, ~860-910 images/s",
+            3.78),
 }
 
 

@@ -124,3 +124,73 @@ def test_importance_weighted_estimate_is_at_least_the_mean_bound():
         iw = model.log_prob_iw(x, 8, generator=torch.Generator().manual_seed(5))
     assert torch.allclose(iw, torch.logsumexp(draws, 0) - math.log(8), atol=1e-10)
     assert (iw >= draws.mean(0) - 1e-12).all()
+
+
+# ----- spatial masks: checkerboard and the half-image masks ------------------------------------
+
+def test_half_masks_split_top_bottom_and_left_right():
+    from densitylab.models.flows.coupling import spatial_mask
+
+    top = spatial_mask("top-bottom", 4, 5, 0)[0, 0]
+    assert torch.equal(top, torch.tensor([[1.0] * 5] * 2 + [[0.0] * 5] * 2))
+    assert torch.equal(spatial_mask("top-bottom", 4, 5, 1)[0, 0], 1 - top)
+    left = spatial_mask("left-right", 3, 4, 0)[0, 0]
+    assert torch.equal(left, torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 3))
+    assert torch.equal(spatial_mask("left-right", 3, 4, 1)[0, 0], 1 - left)
+    odd = spatial_mask("top-bottom", 5, 2, 0)[0, 0]  # odd height: the middle row goes to parity 0
+    assert odd[:, 0].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    board = spatial_mask("checkerboard", 3, 3, 0)[0, 0]
+    assert board.tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("mask", ["checkerboard", "top-bottom", "left-right"])
+@pytest.mark.parametrize("parity", [0, 1])
+def test_spatial_mask_couplings(mask, parity):
+    from densitylab.models.flows.coupling import AffineCoupling
+    from tests.models.flow_checks import check_invertible, check_logdet, randomize_
+
+    coupling = randomize_(AffineCoupling(2, mask, parity, 8), 0.3).double()
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    check_invertible(coupling, x, atol=1e-10)
+    check_logdet(coupling, x, atol=1e-8)
+    keep = coupling.mask(x).bool().expand_as(x)
+    z, _ = coupling(x)
+    assert torch.equal(z[keep], x[keep]) and not torch.allclose(z[~keep], x[~keep])
+    # the mask is built once per (H, W, device, dtype) and is not part of the state dict
+    assert coupling.mask(x) is coupling.mask(x)
+    assert not any("mask" in key for key in coupling.state_dict())
+
+
+@pytest.mark.parametrize("mask", ["top-bottom", "left-right"])
+def test_realnvp_with_half_masks(mask):
+    model = _model((1, 4, 4), mask=mask)
+    y = torch.rand(2, 1, 4, 4, dtype=torch.float64) * 0.9 + 0.05
+    z, logdet = model.to_latent(y)
+    assert torch.allclose(model.from_latent(z)[0], y, atol=1e-9)
+
+    def flat(v):
+        return model.to_latent(v.view(1, 1, 4, 4))[0].view(-1)
+
+    jac = torch.autograd.functional.jacobian(flat, y[:1].reshape(-1))
+    assert logdet[0].item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-8)
+    couplings = [m for m in model.modules() if hasattr(m, "mask_kind")]
+    assert {c.mask_kind for c in couplings} == {mask, "channel"}
+
+
+def test_unknown_mask_is_a_clear_error():
+    from densitylab.errors import DensitylabError
+
+    with pytest.raises(DensitylabError, match="mask"):
+        build_model("realnvp", (1, 4, 4), 2, TINY | {"mask": "diagonal"})
+
+
+def test_initialize_from_data_initialises_every_actnorm_and_survives_a_reload():
+    from densitylab.models.flows.transforms import ActNorm
+
+    model = build_model("realnvp", (1, 8, 8), 16, TINY)
+    model.initialize_from_data(torch.randint(0, 16, (32, 1, 8, 8)))
+    actnorms = [m for m in model.modules() if isinstance(m, ActNorm)]
+    assert actnorms and all(a.is_initialized and bool(a.initialized) for a in actnorms)
+    other = build_model("realnvp", (1, 8, 8), 16, TINY)
+    other.load_state_dict(model.state_dict())  # the same keys as before the mask cache
+    assert all(a.is_initialized for a in other.modules() if isinstance(a, ActNorm))

@@ -5,25 +5,60 @@ that is scaled and shifted by functions of ``x_a``:
 
     z_a = x_a,    z_b = x_b * exp(s(x_a)) + t(x_a),    log|det dz/dx| = sum s(x_a)
 
-Masks: ``checkerboard`` (pixels with even/odd ``i + j``) and ``channel`` (first/second half of the
-channels). The scale is bounded, ``s = scale * tanh(s_raw)`` with a learned per-channel ``scale``,
-so neither direction can blow up, and the network's last layer starts at zero so every coupling
-starts as the identity.
+Masks: ``checkerboard`` (pixels with even/odd ``i + j``), the half-image masks ``top-bottom``
+(rows ``i < H/2`` against the rest) and ``left-right`` (columns ``j < W/2`` against the rest), and
+``channel`` (first/second half of the channels). Parity 1 swaps the roles of the two parts, so two
+consecutive couplings of opposite parity transform every entry. The RealNVP paper (and the course
+notes) find that splitting the image into halves gives worse results than a checkerboard: each
+transformed pixel then only sees conditioning pixels far away from it in one direction.
+Spatial masks are built once per ``(H, W, device, dtype)`` and cached (not part of the state dict).
+
+The scale is bounded, ``s = scale * tanh(s_raw)`` with a learned per-channel ``scale``, so neither
+direction can blow up, and the network's last layer starts at zero so every coupling starts as
+the identity.
+
+Also here: Glow's channel coupling (Kingma & Dhariwal, 2018), ``z_b = (x_b + t(x_a)) * sigmoid(
+r(x_a) + 2)``, ``log|det| = sum log sigmoid(r + 2)``; and NICE's additive coupling of vectors
+(Dinh, Krueger & Bengio, 2015), ``z_b = x_b + m(x_a)`` with even/odd coordinates as the two parts,
+``log|det| = 0``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from densitylab.models.flows.transforms import Transform
 
+SPATIAL_MASKS = ("checkerboard", "top-bottom", "left-right")
+MASKS = (*SPATIAL_MASKS, "channel")
+
+
+def spatial_mask(
+    kind: str, height: int, width: int, parity: int, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """``(1, 1, H, W)`` mask, 1 on the part that passes unchanged.
+
+    ``checkerboard``: ``(i + j) % 2 == parity``; ``top-bottom``: rows ``i < H/2`` (parity 0) or
+    the other rows (parity 1); ``left-right``: columns ``j < W/2`` (parity 0) or the others.
+    """
+    i = torch.arange(height, device=device)[:, None]
+    j = torch.arange(width, device=device)[None, :]
+    if kind == "checkerboard":
+        keep = (i + j) % 2 == parity
+    elif kind == "top-bottom":
+        keep = ((2 * i < height) == (parity == 0)).expand(height, width)
+    elif kind == "left-right":
+        keep = ((2 * j < width) == (parity == 0)).expand(height, width)
+    else:
+        raise ValueError(f"spatial mask must be one of {', '.join(SPATIAL_MASKS)}, got {kind!r}")
+    return keep.to(dtype).view(1, 1, height, width)
+
 
 def checkerboard(height: int, width: int, parity: int, device=None) -> torch.Tensor:
     """``(1, 1, H, W)`` mask, 1 where ``(i + j) % 2 == parity`` (the part that passes unchanged)."""
-    i = torch.arange(height, device=device)[:, None]
-    j = torch.arange(width, device=device)[None, :]
-    return ((i + j) % 2 == parity).float().view(1, 1, height, width)
+    return spatial_mask("checkerboard", height, width, parity, device)
 
 
 class CouplingNet(nn.Module):
@@ -45,30 +80,41 @@ class CouplingNet(nn.Module):
 
 
 class AffineCoupling(Transform):
-    """RealNVP affine coupling with a ``checkerboard`` or ``channel`` mask of a given parity."""
+    """RealNVP affine coupling with a spatial (``checkerboard``, ``top-bottom``, ``left-right``)
+    or ``channel`` mask of a given parity."""
 
     def __init__(
         self, channels: int, mask: str, parity: int, hidden: int = 64, hidden_layers: int = 1
     ) -> None:
         super().__init__()
-        if mask not in ("checkerboard", "channel"):
-            raise ValueError(f"mask must be 'checkerboard' or 'channel', got {mask!r}")
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {mask!r}")
         if mask == "channel" and (channels < 2 or channels % 2):
             raise ValueError(f"a channel mask needs an even number of channels, got {channels}")
         self.mask_kind, self.parity, self.channels = mask, parity, channels
-        if mask == "checkerboard":
+        if mask in SPATIAL_MASKS:
             in_ch, out_ch = channels + 1, channels
         else:
             in_ch = out_ch = channels // 2
         self.net = CouplingNet(in_ch, 2 * out_ch, hidden, hidden_layers)
         self.scale = nn.Parameter(torch.ones(1, out_ch, 1, 1))
+        self._masks: dict[tuple, torch.Tensor] = {}  # (H, W, device, dtype) -> mask; not state
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """The cached ``(1, 1, H, W)`` spatial mask for inputs like ``x`` (1 = unchanged)."""
+        key = (x.shape[2], x.shape[3], x.device, x.dtype)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = spatial_mask(self.mask_kind, key[0], key[1], self.parity, x.device, x.dtype)
+            self._masks[key] = mask
+        return mask
 
     def _scale_shift(self, conditioner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raw_s, t = self.net(conditioner).chunk(2, dim=1)
         return self.scale * torch.tanh(raw_s), t
 
-    def _checkerboard_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = checkerboard(x.shape[2], x.shape[3], self.parity, x.device).to(x.dtype)
+    def _spatial_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = self.mask(x)
         s, t = self._scale_shift(torch.cat([x * mask, mask.expand(x.shape[0], -1, -1, -1)], 1))
         return s * (1 - mask), t * (1 - mask)
 
@@ -81,17 +127,96 @@ class AffineCoupling(Transform):
         return torch.cat([a, b] if self.parity == 0 else [b, a], 1)
 
     def forward(self, x, cond=None):
-        if self.mask_kind == "checkerboard":
-            s, t = self._checkerboard_params(x)
+        if self.mask_kind != "channel":
+            s, t = self._spatial_params(x)
             return x * torch.exp(s) + t, s.flatten(1).sum(1)
         a, b = self._split(x)
         s, t = self._scale_shift(a)
         return self._merge(a, b * torch.exp(s) + t), s.flatten(1).sum(1)
 
     def inverse(self, z, cond=None):
-        if self.mask_kind == "checkerboard":
-            s, t = self._checkerboard_params(z)  # z equals x on the unchanged (mask) part
+        if self.mask_kind != "channel":
+            s, t = self._spatial_params(z)  # z equals x on the unchanged (mask) part
             return (z - t) * torch.exp(-s), -s.flatten(1).sum(1)
         a, b = self._split(z)
         s, t = self._scale_shift(a)
         return self._merge(a, (b - t) * torch.exp(-s)), -s.flatten(1).sum(1)
+
+
+class GlowCoupling(Transform):
+    """Glow's affine coupling: the first ``C // 2`` channels ``x_a`` condition the rest ``x_b``.
+
+        (t, r) = NN(x_a),   z_b = (x_b + t) * sigmoid(r + 2),   log|det| = sum log sigmoid(r + 2)
+
+    The scale lies in ``(0, 1)`` (as in Glow), so the data -> noise direction never expands and
+    the ``+ 2`` starts it near 0.88; ``NN``'s last layer is zero, so it starts as a fixed
+    contraction by ``sigmoid(2)`` with zero shift. (The 1x1 convolutions between couplings mix the
+    channels, so no parity is needed.)
+    """
+
+    def __init__(self, channels: int, hidden: int = 64, hidden_layers: int = 1) -> None:
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"a channel coupling needs at least 2 channels, got {channels}")
+        self.split = channels // 2
+        self.net = CouplingNet(self.split, 2 * (channels - self.split), hidden, hidden_layers)
+
+    def _shift_log_scale(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t, r = self.net(a).chunk(2, dim=1)
+        return t, F.logsigmoid(r + 2.0)
+
+    def forward(self, x, cond=None):
+        a, b = x[:, : self.split], x[:, self.split :]
+        t, log_scale = self._shift_log_scale(a)
+        z_b = (b + t) * torch.exp(log_scale)
+        return torch.cat([a, z_b], 1), log_scale.flatten(1).sum(1)
+
+    def inverse(self, z, cond=None):
+        a, b = z[:, : self.split], z[:, self.split :]
+        t, log_scale = self._shift_log_scale(a)
+        x_b = b * torch.exp(-log_scale) - t
+        return torch.cat([a, x_b], 1), -log_scale.flatten(1).sum(1)
+
+
+class MLP(nn.Module):
+    """``Linear -> ReLU -> (Linear -> ReLU) * (layers - 1) -> Linear`` (last layer zero)."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        sizes = [in_features] + [hidden] * layers
+        modules: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            modules += [nn.Linear(a, b), nn.ReLU()]
+        last = nn.Linear(sizes[-1], out_features)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*modules, last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class AdditiveCoupling(Transform):
+    """NICE's coupling of vectors ``(B, D)``: ``z_b = x_b + m(x_a)``, ``z_a = x_a``, ``log|det| = 0``.
+
+    Parity 0 conditions on the even coordinates and shifts the odd ones; parity 1 the reverse.
+    ``m`` is an MLP whose last layer starts at zero (identity coupling).
+    """
+
+    def __init__(self, dim: int, parity: int, hidden: int = 256, layers: int = 4) -> None:
+        super().__init__()
+        if dim < 2:
+            raise ValueError(f"a coupling needs at least 2 dimensions, got {dim}")
+        index = torch.arange(dim)
+        self.register_buffer("index_a", index[index % 2 == parity], persistent=False)
+        self.register_buffer("index_b", index[index % 2 != parity], persistent=False)
+        self.m = MLP(len(self.index_a), len(self.index_b), hidden, layers)
+
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x).index_copy_(1, self.index_b, self.m(x[:, self.index_a]))
+
+    def forward(self, x, cond=None):
+        return x + self._shift(x), x.new_zeros(x.shape[0])
+
+    def inverse(self, z, cond=None):
+        return z - self._shift(z), z.new_zeros(z.shape[0])

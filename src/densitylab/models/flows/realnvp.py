@@ -4,12 +4,15 @@ Data ``y in [0,1)^D`` (dequantized, see ``dequantized.py``) is first mapped by
 ``logit(alpha + (1 - 2 alpha) y)``; then a multi-scale stack of affine couplings maps it to
 ``z ~ N(0, I)``. Each scale but the last applies 3 checkerboard couplings, a squeeze
 ``(C, H, W) -> (4C, H/2, W/2)``, 3 channel couplings, and factors out half of the channels
-(they go straight to the prior); the last scale applies 4 checkerboard couplings. So
+(they go straight to the prior); the last scale applies 4 checkerboard couplings. The option
+``mask`` replaces the checkerboard by a ``top-bottom`` or ``left-right`` half-image mask
+(``coupling.py``), to compare them at the same budget (the paper: halves do worse). So
 
     log p_Y(y) = log N(z; 0, I) + log|det dlogit/dy| + sum_k log|det J_k|.
 
 Every coupling is followed by ActNorm (Glow's data-initialised per-channel affine map), in place
-of RealNVP's batch normalisation, so a model's output does not depend on the batch. Scales are
+of RealNVP's batch normalisation, so a model's output does not depend on the batch; it is
+initialised on the data by :meth:`RealNVP.initialize_from_data`, before the first step. Scales are
 bounded (``scale * tanh``). ``prior="logistic"`` with ``alpha=0`` makes the identity flow exactly
 uniform on ``[0,1)^D``, a sanity anchor for the tests.
 """
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densitylab.models.base import register_model
-from densitylab.models.flows.coupling import AffineCoupling
+from densitylab.models.flows.coupling import SPATIAL_MASKS, AffineCoupling
 from densitylab.models.flows.dequantized import DequantizedFlow
 from densitylab.models.flows.transforms import (
     ActNorm,
@@ -32,6 +35,7 @@ from densitylab.models.flows.transforms import (
     LogitTransform,
     Squeeze,
     Transform,
+    initialize_actnorms,
 )
 
 
@@ -39,7 +43,8 @@ from densitylab.models.flows.transforms import (
 class RealNVPConfig:
     """Defaults chosen by the 8-minute CPU benchmark (3 scales of narrow coupling networks beat
     2 scales of wide ones at a fixed budget; see README). ``n_scales`` needs H and W divisible by
-    ``2 ** (n_scales - 1)``."""
+    ``2 ** (n_scales - 1)``. ``mask`` is the spatial mask used before each squeeze and at the last
+    scale: ``checkerboard``, ``top-bottom`` or ``left-right`` (channel masks after a squeeze stay)."""
 
     n_scales: int = 3
     couplings_per_mask: int = 3
@@ -49,6 +54,8 @@ class RealNVPConfig:
     alpha: float = 0.05
     prior: str = "gaussian"
     actnorm: bool = True
+    mask: str = "checkerboard"
+    dequantization: str = "uniform"  # or "variational": Flow++'s learned q(u|x), trained jointly
 
 
 def _coupling_stack(channels: int, mask: str, count: int, config: RealNVPConfig) -> list[Transform]:
@@ -63,7 +70,8 @@ def _coupling_stack(channels: int, mask: str, count: int, config: RealNVPConfig)
 
 
 @register_model("realnvp", "RealNVP: logit preprocessing, multi-scale affine couplings "
-                "(checkerboard + channel masks), ActNorm, Gaussian prior; dequantization bound")
+                "(checkerboard or half-image + channel masks), ActNorm, Gaussian prior; "
+                "dequantization bound")
 class RealNVP(DequantizedFlow):
     Config = RealNVPConfig
     default_lr = 3e-3
@@ -76,6 +84,9 @@ class RealNVP(DequantizedFlow):
         if min(config.n_scales, config.couplings_per_mask, config.final_couplings,
                config.hidden_channels) < 1 or config.hidden_layers < 0:
             raise ValueError("n_scales, couplings and hidden_channels must be >= 1, hidden_layers >= 0")
+        if config.mask not in SPATIAL_MASKS:
+            raise ValueError(f"mask must be one of {', '.join(SPATIAL_MASKS)}, got {config.mask!r}")
+        self.set_dequantization(config.dequantization)
         self.preprocess = LogitTransform(config.alpha)
         channels, height, width = self.shape
         stages, self.latent_shapes = [], []
@@ -84,7 +95,7 @@ class RealNVP(DequantizedFlow):
                 raise ValueError(
                     f"n_scales={config.n_scales} cannot squeeze {height}x{width} images; lower n_scales"
                 )
-            layers = _coupling_stack(channels, "checkerboard", config.couplings_per_mask, config)
+            layers = _coupling_stack(channels, config.mask, config.couplings_per_mask, config)
             layers.append(Squeeze())
             channels, height, width = channels * 4, height // 2, width // 2
             layers += _coupling_stack(channels, "channel", config.couplings_per_mask, config)
@@ -92,10 +103,14 @@ class RealNVP(DequantizedFlow):
             self.latent_shapes.append((channels // 2, height, width))
             channels = channels - channels // 2
         stages.append(
-            CompositeTransform(_coupling_stack(channels, "checkerboard", config.final_couplings, config))
+            CompositeTransform(_coupling_stack(channels, config.mask, config.final_couplings, config))
         )
         self.latent_shapes.append((channels, height, width))
         self.stages = nn.ModuleList(stages)
+
+    def initialize_from_data(self, x: torch.Tensor) -> None:
+        """ActNorm's data-dependent init: one training-mode forward pass on (up to 512 of) ``x``."""
+        initialize_actnorms(self, x)
 
     def to_latent(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data ``y in [0,1)^D`` -> flat latent ``z`` ``(B, D)`` and ``log|det dz/dy|``."""

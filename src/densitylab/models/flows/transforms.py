@@ -66,9 +66,9 @@ class LogitTransform(Transform):
     def forward(self, x, cond=None):
         s = self.alpha + (1 - 2 * self.alpha) * x
         s = s.clamp(1e-7, 1 - 1e-7) if self.alpha == 0 else s
-        z = torch.log(s) - torch.log1p(-s)
-        logabsdet = math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)
-        return z, logabsdet.flatten(1).sum(1)
+        log_s, log_1ms = torch.log(s), torch.log1p(-s)
+        logabsdet = math.log(1 - 2 * self.alpha) - log_s - log_1ms
+        return log_s - log_1ms, logabsdet.flatten(1).sum(1)
 
     def inverse(self, z, cond=None):
         s = torch.sigmoid(z)
@@ -93,12 +93,31 @@ class Squeeze(Transform):
         return z.reshape(b, c // 4, h * 2, w * 2), z.new_zeros(b)
 
 
+class Shift(Transform):
+    """``z = x + shift`` for a constant ``shift`` (Glow's centring ``y - 0.5``); ``log|det| = 0``."""
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.shift = float(shift)
+
+    def forward(self, x, cond=None):
+        return x + self.shift, x.new_zeros(x.shape[0])
+
+    def inverse(self, z, cond=None):
+        return z - self.shift, z.new_zeros(z.shape[0])
+
+
 class ActNorm(Transform):
     """Per-channel affine ``z = (x - b) * exp(-log_s)`` (Glow), initialised from the first batch.
 
     Data-dependent initialisation: on the first forward pass in training mode, ``b`` and ``log_s``
-    are set so that the batch comes out with zero mean and unit variance per channel.
-    ``log|det| = -H W sum(log_s)``.
+    are set so that the batch comes out with zero mean and unit variance per channel (population
+    std, so a batch of one 1x1 map is fine). ``log|det| = -H W sum(log_s)``.
+
+    Whether that happened is stored in the ``initialized`` buffer (so checkpoints keep it) and
+    mirrored in a Python bool, so the check on every forward costs no device synchronisation; the
+    bool is refreshed whenever a state dict is loaded. Flows call :func:`initialize_actnorms`
+    from ``initialize_from_data`` so that the trainer's step-0 checkpoint is already initialised.
     """
 
     def __init__(self, channels: int) -> None:
@@ -106,17 +125,23 @@ class ActNorm(Transform):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self.is_initialized = False
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.is_initialized = bool(self.initialized)
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+        std = x.std(dim=(0, 2, 3), keepdim=True, correction=0).clamp_min(1e-3)
         self.bias.copy_(mean)
         self.log_scale.copy_(torch.log(std))
         self.initialized.fill_(1)
+        self.is_initialized = True
 
     def forward(self, x, cond=None):
-        if self.training and not bool(self.initialized):
+        if self.training and not self.is_initialized:
             self.initialize(x)
         z = (x - self.bias) * torch.exp(-self.log_scale)
         logabsdet = -self.log_scale.sum() * x.shape[2] * x.shape[3]
@@ -126,3 +151,21 @@ class ActNorm(Transform):
         x = z * torch.exp(self.log_scale) + self.bias
         logabsdet = self.log_scale.sum() * z.shape[2] * z.shape[3]
         return x, logabsdet.expand(z.shape[0])
+
+
+@torch.no_grad()
+def initialize_actnorms(model: nn.Module, x: torch.Tensor, max_images: int = 512) -> None:
+    """Data-dependent init of every :class:`ActNorm` in ``model`` (a ``DequantizedFlow``): one
+    forward pass of ``log_prob`` in training mode on the first ``max_images`` of ``x``.
+
+    The dequantization noise comes from a fixed-seed generator of its own, so the global RNG is
+    untouched and every process of a distributed run initialises identically.
+    """
+    if not any(isinstance(m, ActNorm) and not m.is_initialized for m in model.modules()):
+        return
+    was_training = model.training
+    model.train()
+    try:
+        model.log_prob(x[:max_images].to(model.device), generator=torch.Generator().manual_seed(0))
+    finally:
+        model.train(was_training)
