@@ -232,3 +232,39 @@ def test_conditional_refusals(tmp_path, capsys):
     assert _train(tmp_path, *SMALL) == 0
     assert main(["sample", str(tmp_path / "run"), "--label", "1"]) == 2
     assert "--conditional" in capsys.readouterr().err
+
+
+def test_flow_on_a_2d_toy_reports_nats_and_plots_samples(tmp_path, capsys):
+    args = ["train", "nice", "--data", "moons", "--epochs", "0.05", "--batch-size", "256",
+            "--model-opt", "hidden_features=16", "--model-opt", "hidden_layers=1",
+            "--out", str(tmp_path / "toy"), "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    assert "test nats/dim" in capsys.readouterr().out
+    results = json.loads((tmp_path / "toy" / "results.json").read_text())
+    assert results["unit"] == "nats/dim" and np.isfinite(results["test_nats_per_dim"])
+    assert (tmp_path / "toy" / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", str(tmp_path / "toy")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["nats_per_dim"] == pytest.approx(results["test_nats_per_dim"], abs=1e-6)
+    assert main(["sample", str(tmp_path / "toy"), "-n", "500", "-o", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_image_model_on_toy_data_is_refused_in_one_line(tmp_path, capsys):
+    args = ["train", "pixelcnn", "--data", "moons", "--epochs", "0.05", "--out", str(tmp_path / "r"),
+            "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not take continuous vectors" in err and len(err.splitlines()) == 1
+
+
+def test_variational_dequantization_from_the_command_line(tmp_path, capsys):
+    small = ["--model-opt", "n_scales=1", "--model-opt", "final_couplings=2",
+             "--model-opt", "hidden_channels=8"]
+    assert _train(tmp_path, *small, "--dequantization", "variational", model="realnvp") == 0
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "dequantization: variational" in config
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--iw", "4", "--max-images", "40"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert "importance-weighted" in record["kind"] and np.isfinite(record["bits_per_dim"])

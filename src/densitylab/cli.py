@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output distribution of PixelCNN / Gated PixelCNN (= --model-opt head=...)")
     train.add_argument("--coords", action="store_true",
                        help="feed each position's (row, column) to rnn / wavenet (= --model-opt coords=true)")
+    train.add_argument("--dequantization", choices=("uniform", "variational"),
+                       help="how a flow dequantizes discrete data: uniform noise or a learned q(u|x), "
+                       "Flow++ (= --model-opt dequantization=...)")
     train.add_argument("--out", help="run directory")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     train.add_argument("--force", action="store_true", help="overwrite an existing run directory")
@@ -144,10 +147,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     shortcuts = {"head": args.head} if args.head else {}
     if args.coords:
         shortcuts["coords"] = True
+    if args.dequantization:
+        shortcuts["dequantization"] = args.dequantization
     if args.resume:
         if args.model or args.config or args.model_opt or args.out or shortcuts:
             raise DensitylabError("--resume RUN_DIR takes the run's own config; drop MODEL, "
-                                  "--config, --model-opt, --head, --coords and --out")
+                                  "--config, --model-opt, --head, --coords, --dequantization and --out")
         config = resume_config(args.resume, flags)
         trainer = Trainer(config, args.resume, resume=True, progress=not args.no_progress)
         run_dir = Path(args.resume)

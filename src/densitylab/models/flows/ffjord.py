@@ -69,6 +69,7 @@ class FFJORDConfig:
     end_time: float = 1.0
     learn_end_time: bool = False
     alpha: float = 0.05
+    dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
 
 
 @register_model("ffjord", "FFJORD: continuous normalizing flow (ODE, dopri5), Hutchinson or exact "
@@ -81,6 +82,7 @@ class FFJORD(Flow):
     def __init__(self, config: FFJORDConfig, shape: tuple[int, ...], levels: int) -> None:
         super().__init__(shape, levels)
         self.config = config
+        self.set_dequantization(config.dequantization)
         if min(config.hidden, config.hidden_channels, config.n_blocks) < 1 or min(
                 config.n_layers, config.conv_layers, config.squeeze) < 0:
             raise ValueError("hidden, hidden_channels and n_blocks must be >= 1; n_layers, "

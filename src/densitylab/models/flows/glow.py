@@ -175,6 +175,7 @@ class GlowConfig:
     hidden_layers: int = 1
     preprocess: str = "logit"
     alpha: float = 0.05
+    dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
     learn_top: bool = True
 
 
@@ -190,6 +191,7 @@ class Glow(Flow):
     def __init__(self, config: GlowConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels)
         self.config = config
+        self.set_dequantization(config.dequantization)
         if config.preprocess not in PREPROCESSING:
             raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, "
                              f"got {config.preprocess!r}")

@@ -62,6 +62,7 @@ class NICEConfig:
     hidden_layers: int = 4
     preprocess: str = "logit"
     alpha: float = 0.05
+    dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
     prior: str = "logistic"
 
 
@@ -76,6 +77,7 @@ class NICE(Flow):
     def __init__(self, config: NICEConfig, shape: tuple[int, ...], levels: int) -> None:
         super().__init__(shape, levels)
         self.config = config
+        self.set_dequantization(config.dequantization)
         self.prior = check_prior(config.prior)
         if config.prior == "uniform":
             raise ValueError("NICE's prior must be 'logistic' or 'gaussian' (a uniform prior "
