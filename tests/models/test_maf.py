@@ -89,7 +89,12 @@ def test_forward_is_one_pass_inverse_is_d_passes(kind):
         z, _ = transform(x)
         assert len(calls) == 1
         transform.inverse(z)
-    assert len(calls) == 1 + 5
+        assert len(calls) == 1 + 5
+        iaf = InverseTransform(transform)
+        iaf.inverse(z)  # IAF sampling: one pass
+        assert len(calls) == 1 + 5 + 1
+        iaf(x)  # IAF density: D passes
+    assert len(calls) == 1 + 5 + 1 + 5
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -139,7 +144,7 @@ def test_staircase_layers_equal_dense_masked_layers(blocks):
         assert torch.equal(dense != 0, mask)  # exactly MADE's connectivity, nothing stored above it
         x = torch.randn(3, mask.shape[1], dtype=torch.float64, requires_grad=True)
         out = layer(x)
-        expected = F.linear(x, dense, layer.bias)
+        expected = F.linear(x, layer.dense_weight() * mask, layer.bias)
         assert torch.allclose(out, expected, atol=1e-12)
         g = torch.randn_like(out)
         grads = torch.autograd.grad(out, [x, layer.weight, layer.bias], g)
@@ -148,21 +153,52 @@ def test_staircase_layers_equal_dense_masked_layers(blocks):
             assert torch.allclose(a, b, atol=1e-12)
 
 
+def test_masked_weights_stay_zero_under_adam_and_are_cleaned_after_outside_writes():
+    transform = _transform("affine")  # randomize_ wrote noise into the masked entries
+    x = _points(16)
+    optimizer = torch.optim.Adam(transform.parameters(), lr=1e-2)
+    for _ in range(3):
+        z, logdet = transform(x)  # cleans, then only live entries get a gradient
+        optimizer.zero_grad()
+        (z.pow(2).sum() - logdet.sum()).backward()
+        optimizer.step()
+    for layer in transform.net.layers:
+        flat = layer.weight.detach().clone()
+        layer.clean_()
+        assert torch.equal(flat, layer.weight.detach())  # nothing to clean after Adam steps
+        assert int((layer.dense_weight() != 0).sum()) == layer.connections
+
+
+def test_cached_block_views_follow_dtype_changes_and_loaded_weights():
+    x = _points()
+    transform = randomize_(MaskedAutoregressiveTransform(5, [12], ORDER), std=0.3)
+    transform(x.float())  # builds the cached views of the float32 weights
+    transform.double()
+    reference = MaskedAutoregressiveTransform(5, [12], ORDER).double()
+    reference.load_state_dict(transform.state_dict())
+    assert torch.equal(transform(x)[0], reference(x)[0])
+    other = randomize_(MaskedAutoregressiveTransform(5, [12], ORDER), std=0.5, seed=7).double()
+    transform.load_state_dict(other.state_dict())  # copied into the same storage
+    assert torch.equal(transform(x)[0], other(x)[0])
+
+
 def test_staircase_layout_covers_every_row_once_and_merges_equal_widths():
     lengths = [0, 0, 1, 1, 3, 3, 3, 5, 6, 6]
     layout, size = staircase_layout(lengths, 5)
-    assert sum(rows for rows, _ in layout) == 10
-    ends = torch.tensor([rows for rows, _ in layout]).cumsum(0) - 1
-    assert [width for _, width in layout] == [lengths[end] for end in ends]  # the longest prefix
-    assert size == sum(rows * width for rows, width in layout)
-    widths = [width for _, width in layout]
+    assert sum(rows for rows, _, _ in layout) == 10
+    ends = torch.tensor([rows for rows, _, _ in layout]).cumsum(0) - 1
+    assert [width for _, width, _ in layout] == [lengths[end] for end in ends]  # the longest prefix
+    assert size == sum(rows * width for rows, width, _ in layout)
+    starts = torch.tensor([0] + [rows for rows, _, _ in layout]).cumsum(0)[:-1]
+    assert [full for _, _, full in layout] == [lengths[start] for start in starts]  # the shortest
+    widths = [width for _, width, _ in layout]
     assert len(set(widths)) == len(widths)
 
 
 def test_paper_sized_image_maf_stores_the_live_weights_and_about_half_the_dense_ones():
     model = build_model("maf", (1, 28, 28), 256)
     stored = sum(p.numel() for p in model.parameters())
-    live = sum(int(layer.mask.sum()) + layer.bias.numel()
+    live = sum(layer.connections + layer.bias.numel()
                for t in model.transform.transforms for layer in t.net.layers)
     dense = 5 * (784 * 512 + 512 * 512 + 512 * 1568 + 512 + 512 + 1568)
     assert 7.2e6 < dense < 7.4e6
@@ -215,20 +251,25 @@ def test_maf_and_iaf_with_the_same_transform_satisfy_change_of_variables(kind):
 
 
 # ----- densities, anchors, sampling ------------------------------------------------------------
+# (randomisation, grid half-width, points per side): affine maps spread mass far out, splines
+# make sharp peaks; both Riemann sums are within 1e-2 of 1 for every seed tried (0-4)
+GRIDS = {"affine": (0.3, 25, 1001), "spline": (0.15, 8, 801)}
+
+
 @pytest.mark.parametrize("name", ["maf", "iaf"])
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_2d_density_integrates_to_one(name, kind):
-    """Riemann sum over [-12, 12]^2 (cells of 0.05) of a randomised 2D model, within 1e-2."""
+    std, half_width, points = GRIDS[kind]
     config = TINY | KINDS[kind] | {"transform": kind, "scale_bound": 1.0}
-    model = randomize_(build_model(name, (2,), 0, config).double(), std=0.3).eval()
-    side = torch.linspace(-12, 12, 481, dtype=torch.float64)
+    model = randomize_(build_model(name, (2,), 0, config).double(), std=std).eval()
+    side = torch.linspace(-half_width, half_width, points, dtype=torch.float64)
     grid = torch.cartesian_prod(side, side)
     with torch.no_grad():
-        density = model.log_prob(grid).exp()
+        density = torch.cat([model.log_prob(chunk) for chunk in grid.split(1 << 15)]).exp()
     cell = (side[1] - side[0]) ** 2
     assert float(density.sum() * cell) == pytest.approx(1.0, abs=1e-2)
     gaussian = prior_log_prob("gaussian", grid).exp()
-    assert float((density - gaussian).abs().max()) > 0.01  # the transforms do something
+    assert float((density - gaussian).abs().max()) > 0.1  # the transforms do something
 
 
 @pytest.mark.parametrize("name", ["maf", "iaf"])
@@ -260,6 +301,14 @@ def test_maf_samples_invert_the_density_map():
         z, _ = model.transform(x)
     noise = torch.randn(8, 3, generator=torch.Generator().manual_seed(1)).double()
     assert torch.allclose(z, noise, atol=1e-9)
+
+
+def test_labels_are_refused():
+    model = build_model("maf", (2,), 0, TINY)
+    with pytest.raises(ValueError, match="unconditional"):
+        model.log_prob(torch.randn(3, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="unconditional"):
+        model.sample(3, torch.zeros(3, dtype=torch.long))
 
 
 def test_config_errors_are_one_line():

