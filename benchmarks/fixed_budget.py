@@ -62,10 +62,11 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--n-bits", type=int, default=None, help="1: binarized")
     parser.add_argument("--sample-count", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=None, help="override the model's default")
     args = parser.parse_args()
     for entry in args.entries:
         model, options = ENTRIES[entry]
-        result = fixed_budget(model, args.data, args.minutes, model_config=options,
+        result = fixed_budget(model, args.data, args.minutes, model_config=options, lr=args.lr,
                               n_bits=args.n_bits, sample_count=args.sample_count)
         result["entry"] = entry
         if entry in REFERENCE and args.n_bits is None:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from densitylab.config import RunConfig
+from densitylab.errors import DensitylabError
 from densitylab.train.trainer import Trainer
 
 
@@ -42,8 +43,12 @@ def fixed_budget(
         model_ = trainer.model.eval()
         test_bpd = trainer.evaluate(test_images)
         started = time.perf_counter()
+        sample_error = None
         if sample_count:
-            model_.sample(sample_count, generator=torch.Generator().manual_seed(0))
+            try:  # a failed draw is reported, and the training it took is not lost
+                model_.sample(sample_count, generator=torch.Generator().manual_seed(0))
+            except DensitylabError as exc:
+                sample_error = str(exc)
         sample_seconds = time.perf_counter() - started
     return {
         "model": model,
@@ -56,6 +61,7 @@ def fixed_budget(
         "test_images": test_images,
         "test_bits_per_dim": test_bpd,
         f"sample_{sample_count}_seconds": sample_seconds,
+        **({"sample_error": sample_error} if sample_error else {}),
         "model_config": trainer.model.config_dict(),
         "lr": config.lr,
     }

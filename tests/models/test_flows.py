@@ -118,3 +118,14 @@ def test_uniform_configuration_scores_exactly_log2_levels(name):
     x = torch.randint(0, levels, (8, 1, 4, 4))
     bpd = model.bits_per_dim(x, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(bpd, torch.full_like(bpd, math.log2(levels)), atol=1e-9)
+
+
+def test_a_non_finite_sample_is_an_error_not_an_image(monkeypatch):
+    from densitylab.errors import DensitylabError
+
+    model = build_model("nice", (1, 4, 4), 8, TINY["nice"])
+    overflow = torch.zeros(3, 1, 4, 4)
+    overflow[1, 0, 2, 2] = float("inf")  # what an inverse that overflowed returns
+    monkeypatch.setattr(model, "sample_continuous", lambda n, *args, **kwargs: overflow[:n])
+    with pytest.raises(DensitylabError, match="1 of 3 samples came out non-finite"):
+        model.sample(3)

@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from densitylab.errors import DensitylabError
 from densitylab.models.base import DensityModel
 from densitylab.models.flows.dequantization import UniformDequantizer, make_dequantizer
 
@@ -90,7 +91,15 @@ class DequantizedFlow(DensityModel):
 
     @torch.no_grad()
     def sample(self, n, cond=None, temperature=1.0, generator=None):
+        """``n`` samples; a non-finite value (an inverse that overflowed) is an error, never a
+        silently wrong image."""
         y = self.sample_continuous(n, cond, temperature, generator)
+        bad = int((~torch.isfinite(y)).flatten(1).any(1).sum())
+        if bad:
+            raise DensitylabError(
+                f"{bad} of {n} samples came out non-finite (the flow's inverse overflowed); "
+                "sample with a lower --temperature or train the model longer"
+            )
         if self.continuous:
             return y
         return (y * self.levels).floor().clamp_(0, self.levels - 1).long()

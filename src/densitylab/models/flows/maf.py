@@ -47,6 +47,7 @@ class MAFConfig:
     tail_bound: float = 5.0
     scale_bound: float = 3.0
     alpha: float = 0.05
+    dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
     prior: str = "gaussian"  # or "logistic"
     permutation: str = "reverse"  # one of PERMUTATIONS
     seed: int = 0
@@ -95,11 +96,13 @@ class AutoregressiveFlow(Flow):
     """What MAF and IAF share: config checks, preprocessing and the prior."""
 
     data_kinds = frozenset({"image", "vector", "continuous"})
-    default_lr = 3e-3  # of 1e-3 / 3e-3 / 5e-3 on 35 s of Fashion-MNIST: 4.80 / 4.70 / 4.69 test bits/dim
+    # 8-minute Fashion-MNIST benchmark: 3.974 bits/dim at 1e-3, 4.057 at 3e-3 (35-second runs favour 3e-3)
+    default_lr = 1e-3
 
     def __init__(self, config: MAFConfig, shape: tuple[int, ...], levels: int) -> None:
         super().__init__(shape, levels)
         self.config = check_config(config)
+        self.set_dequantization(config.dequantization)
         self.prior = config.prior
         if not self.continuous:
             self.preprocess = LogitTransform(config.alpha)
