@@ -6,12 +6,14 @@
 Both models hold the same stack of masked autoregressive transforms (the IAF's inner stack is
 loaded with the MAF's weights), on continuous D-dimensional vectors (no preprocessing). A training
 step is ``-log_prob(x).mean()`` forward + backward on a batch of 64 standard-normal points (no
-optimizer); sampling draws 64 points. MAF evaluates densities in one MADE pass per transform and
-samples in D; IAF the other way round, so the IAF/MAF ratio of step times grows like D and the
-ratio of sampling times like 1/D. Hidden layers: two of ``min(512, max(64, 2D))`` units unless
-``--hidden`` fixes the width. Everything runs in one process; each time is the median of repeats
-(fewer for slow cases: at D=784 an IAF step takes 784 passes per transform). ``--quick`` is a
-smoke run (D = 2, 8, 16; 2 transforms; seconds on an idle CPU).
+optimizer); sampling draws 64 points; ``log_prob`` (in ``measure``'s record, used by
+``benchmarks/sampling.py``) is the forward pass alone, without gradients. MAF evaluates densities
+in one MADE pass per transform and samples in D; IAF the other way round, so the IAF/MAF ratio
+of step times grows like D and the ratio of sampling times like 1/D. Hidden layers: two of
+``min(512, max(64, 2D))`` units unless ``--hidden`` fixes the width. Everything runs in one
+process; each time is the median of repeats (fewer for slow cases: at D=784 an IAF step takes 784
+passes per transform). ``--quick`` is a smoke run (D = 2, 8, 16; 2 transforms; seconds on an idle
+CPU).
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ def timed(fn: Callable[[], object], repeats: int, budget_s: float) -> float:
     return statistics.median(times)
 
 
-def measure(dim: int, args: argparse.Namespace) -> dict[str, float]:
+def measure(dim: int, args: argparse.Namespace,
+            parts: tuple[str, ...] = ("step", "sample", "log_prob")) -> dict[str, float]:
+    """One row: milliseconds of each of ``parts`` for MAF and IAF at dimension ``dim``, and the
+    IAF/MAF ratios."""
     width = args.hidden or min(512, max(64, 2 * dim))
     config = {"n_transforms": args.transforms, "hidden_sizes": [width, width],
               "transform": args.transform}
@@ -67,12 +72,18 @@ def measure(dim: int, args: argparse.Namespace) -> dict[str, float]:
     def sample(model):
         return lambda: model.sample(args.samples, generator=generator)
 
+    def log_prob(model):
+        def run():
+            with torch.no_grad():
+                model.log_prob(x)
+        return run
+
     row = {"D": dim, "hidden": width, "parameters": sum(p.numel() for p in maf.parameters())}
-    for name, model in (("maf", maf), ("iaf", iaf)):
-        row[f"{name}_step_ms"] = 1e3 * timed(step(model), args.repeats, args.budget)
-        row[f"{name}_sample_ms"] = 1e3 * timed(sample(model), args.repeats, args.budget)
-    row["step_ratio"] = row["iaf_step_ms"] / row["maf_step_ms"]
-    row["sample_ratio"] = row["iaf_sample_ms"] / row["maf_sample_ms"]
+    runs = {"step": step, "sample": sample, "log_prob": log_prob}
+    for part in parts:
+        for name, model in (("maf", maf), ("iaf", iaf)):
+            row[f"{name}_{part}_ms"] = 1e3 * timed(runs[part](model), args.repeats, args.budget)
+        row[f"{part}_ratio"] = row[f"iaf_{part}_ms"] / row[f"maf_{part}_ms"]
     return row
 
 
@@ -110,7 +121,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for dim in args.dims:
-        r = measure(dim, args)
+        r = measure(dim, args, ("step", "sample"))
         print(f"{r['D']:>5} {r['hidden']:>6} {r['parameters']:>9} | {r['maf_step_ms']:>8.1f}ms "
               f"{r['iaf_step_ms']:>8.1f}ms {r['step_ratio']:>8.2f} | {r['maf_sample_ms']:>8.1f}ms "
               f"{r['iaf_sample_ms']:>8.1f}ms {r['sample_ratio']:>8.3f}", flush=True)

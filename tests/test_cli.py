@@ -40,6 +40,19 @@ def test_train_eval_sample_round_trip(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "h.png"),
                  "--temperature", "0.8", "--seed", "1"]) == 0
     assert (tmp_path / "h.png").read_bytes() == first
+    assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "naive.png"),
+                 "--temperature", "0.8", "--seed", "1", "--method", "naive"]) == 0
+    assert (tmp_path / "naive.png").read_bytes() == first  # cached (the default) = naive
+    for method in ("naive", "cached"):
+        assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / f"{method}64.png"),
+                     "--seed", "1", "--method", method, "--float64", "--no-progress"]) == 0
+    assert (tmp_path / "naive64.png").read_bytes() == (tmp_path / "cached64.png").read_bytes()
+
+
+def test_sample_method_is_for_autoregressive_models(tmp_path, capsys):
+    assert _train(tmp_path, "--model-opt", "hidden_channels=4", model="realnvp") == 0
+    assert main(["sample", str(tmp_path / "run"), "-n", "2", "--method", "naive"]) == 2
+    assert "--method applies to autoregressive models" in capsys.readouterr().err
 
 
 def test_flow_eval_with_importance_weighting(tmp_path, capsys):

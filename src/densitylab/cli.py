@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--device", help="auto, cpu or cuda")
+    train.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                       help="fp32 (default), or autocast the networks to bf16 / fp16 (fp16: CUDA "
+                       "only); log-likelihoods and the loss stay fp32")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the training loss (first steps slower while it compiles)")
     train.add_argument("--seed", type=int)
     train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--eval-every", type=int, help="steps between test evaluations")
@@ -93,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--label", type=int, help="class-conditional models: sample this class "
                         "(default: a grid with one row per class)")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--method", choices=["cached", "naive"],
+                        help="autoregressive models: reuse earlier steps' activations (cached, the "
+                        "default where the model has it) or run the whole network per sub-pixel "
+                        "(naive); the same --seed gives the same images")
+    sample.add_argument("--float64", action="store_true",
+                        help="sample in float64: cached and naive then agree even on draws that "
+                        "float32 rounding could tip (about 1 in 50,000; slower)")
+    sample.add_argument("--no-progress", action="store_true", help="no progress bar")
     sample.add_argument("--device", default="auto")
 
     demo = sub.add_parser("demo", help="train a small PixelCNN and RealNVP on real MNIST digits")
@@ -100,10 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--time-budget", default="100s", help="training time per model")
 
     experiment = sub.add_parser("experiment", help="reproduce a claim of the course notes: "
-                                "results.json and figures")
-    experiment.add_argument("name", choices=("receptive-field",))
-    experiment.add_argument("--out", required=True, help="directory for results.json and figures")
-    experiment.add_argument("--budget", choices=("small", "full"), default="small")
+                                "results.json and figures in --out (NAME all: every experiment)")
+    experiment.add_argument("name", help="an experiment (see `densitylab list`) or all")
+    experiment.add_argument("--out", required=True, help="directory for results.json and figures "
+                            "(all: one sub-directory per experiment)")
+    experiment.add_argument("--budget", choices=("tiny", "small", "full"), default="small",
+                            help="tiny: seconds (a smoke test); small: a 2-core CPU, all in under an "
+                            "hour; full: a GPU")
+    experiment.add_argument("--seed", type=int, default=0)
+
+    report = sub.add_parser("report", help="render experiment results into one self-contained HTML page")
+    report.add_argument("dirs", nargs="+", help="experiment output directories (or a directory of them)")
+    report.add_argument("-o", "--output", default="report.html")
 
     bench = sub.add_parser("bench", help="fixed-budget benchmark: train N minutes, report JSON")
     bench.add_argument("model")
@@ -132,15 +153,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, info in DATASETS.items():
         print(f"  {name:<16} {info.description}")
     print(f"  {'PATH':<16} your own .npy/.npz of uint8 images or a folder of PNG images")
+    from densitylab.experiments import EXPERIMENTS, experiment_names
+
+    print("experiments:")
+    for name in experiment_names():
+        print(f"  {name:<16} {EXPERIMENTS[name].claim}")
     return 0
 
 
 _TRAIN_FLAGS = ("data", "data_dir", "n_bits", "conditional", "epochs", "time_budget", "batch_size", "lr",
-                "device", "seed", "threads", "eval_every", "checkpoint_every", "sample_count")
+                "device", "precision", "compile", "seed", "threads", "eval_every", "checkpoint_every",
+                "sample_count")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a run; under ``torchrun`` every process runs this, and rank 0 reports."""
+    from densitylab.train import distributed
+
+    try:
+        return _train(args)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace) -> int:
     from densitylab.config import RunConfig
+    from densitylab.train import distributed
     from densitylab.train.trainer import Trainer, resume_config
 
     flags = {k: getattr(args, k) for k in _TRAIN_FLAGS}
@@ -174,6 +212,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out)
         trainer = Trainer(config, run_dir, force=args.force, progress=not args.no_progress)
     results = trainer.fit()
+    if not distributed.is_main():
+        return 0
     unit = results["unit"]
     value = results["test_nats_per_dim" if unit == "nats/dim" else "test_bits_per_dim"]
     print(f"{results['model']} on {results['data']}: test {unit} {value:.4f}"
@@ -247,6 +287,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise DensitylabError("--temperature must be >= 0")
     model, _ = model_from_checkpoint(_run_model_path(args.run_dir), resolve_device(args.device))
     model.eval()
+    if args.float64:
+        model.double()
     generator = torch.Generator().manual_seed(args.seed)
     n_classes = getattr(model, "n_classes", 0)
     labels, nrow = None, None
@@ -259,8 +301,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif n_classes:  # one row per class
         nrow = -(-args.n // n_classes)
         labels = torch.arange(n_classes).repeat_interleave(nrow)
+    options = {}
+    if getattr(model, "family", None) == "autoregressive":
+        options = {"method": args.method, "progress": not args.no_progress}
+    elif args.method is not None:
+        raise DensitylabError(f"--method applies to autoregressive models; {model.registry_name!r} "
+                              "samples in one pass")
     samples = model.sample(len(labels) if labels is not None else args.n, labels,
-                           temperature=args.temperature, generator=generator)
+                           temperature=args.temperature, generator=generator, **options)
     output = Path(args.output) if args.output else Path(args.run_dir) / "grid.png"
     if len(model.shape) != 3:  # vectors (the toys): a histogram
         from densitylab.viz.points import save_points_plot
@@ -280,14 +328,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from densitylab.experiments import EXPERIMENTS
+    from densitylab.experiments import EXPERIMENTS, experiment_names, run_experiment
 
+    names = experiment_names() if args.name == "all" else [args.name]
+    if args.name != "all" and args.name not in EXPERIMENTS:
+        raise DensitylabError(f"unknown experiment {args.name!r}; choose from all, "
+                              f"{', '.join(experiment_names())}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DensitylabError(f"{out} is a file; give --out a directory")
-    result = EXPERIMENTS[args.name](out, args.budget)
-    verdict = "reproduced" if result["reproduced"] else "NOT reproduced"
-    print(f"{args.name}: {verdict}: {result['claim']}; results in {out}")
+    for name in names:
+        target = out / name if args.name == "all" else out
+        record = run_experiment(name, target, args.budget, args.seed)
+        verdict = {True: "reproduced", False: "NOT reproduced", None: "see the figures"}[record["reproduced"]]
+        print(f"{name}: {verdict}: {record['verdict']} ({target})", flush=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from densitylab.report import render_report
+
+    count = render_report([Path(d) for d in args.dirs], Path(args.output))
+    print(f"wrote {args.output} ({count} experiments)")
     return 0
 
 
@@ -302,7 +362,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
-            "demo": cmd_demo, "experiment": cmd_experiment, "bench": cmd_bench}
+            "demo": cmd_demo, "experiment": cmd_experiment, "report": cmd_report,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ class RunConfig:
     schedule: str = "cosine"
     grad_clip: float = 100.0
     device: str = "auto"
+    precision: str = "fp32"  # fp32, or bf16 / fp16 autocast of the networks (the likelihood stays fp32)
+    compile: bool = False  # torch.compile the training loss
     seed: int = 0
     threads: int | None = None
     eval_every: int = 500
@@ -56,8 +58,12 @@ class RunConfig:
             raise DensitylabError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise DensitylabError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise DensitylabError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.threads is not None and self.threads < 1:
             raise DensitylabError(f"--threads must be at least 1, got {self.threads}")
+        if self.sample_count < 0:
+            raise DensitylabError(f"--sample-count must be >= 0 (0: no samples), got {self.sample_count}")
         for name in ("eval_every", "checkpoint_every", "log_every", "max_bad_steps", "eval_images"):
             if getattr(self, name) < 1:
                 raise DensitylabError(f"{name} must be at least 1")

@@ -1,4 +1,5 @@
 import json
+import math
 
 from densitylab.cli import main
 from densitylab.experiments.receptive_field import blind_spot, measure
@@ -22,8 +23,12 @@ def test_blind_spot_is_the_hole_inside_the_seen_area():
 
 
 def test_experiment_command_writes_results_and_figure(tmp_path, capsys):
-    assert main(["experiment", "receptive-field", "--out", str(tmp_path / "rf")]) == 0
+    assert main(["experiment", "receptive-field", "--budget", "tiny", "--out", str(tmp_path / "rf")]) == 0
     assert "reproduced" in capsys.readouterr().out
     results = json.loads((tmp_path / "rf" / "results.json").read_text())
-    assert results["reproduced"] is True and len(results["rows"]) == 6
+    assert results["reproduced"] is True
+    dependency, scores = results["tables"]
+    assert len(dependency["rows"]) == 6
+    assert [row[0] for row in scores["rows"]] == ["pixelcnn", "gated_pixelcnn"]
+    assert all(0 < row[1] < math.log2(17) for row in scores["rows"])  # below the uniform model
     assert (tmp_path / "rf" / "receptive_field.png").read_bytes()[:4] == b"\x89PNG"

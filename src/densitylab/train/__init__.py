@@ -1,1 +1,2 @@
-"""Training: the trainer, crash-safe checkpoints and run directories."""
+"""Training: the trainer, crash-safe checkpoints and run directories, mixed precision and
+distributed (torchrun / DDP) runs."""

@@ -8,6 +8,11 @@ installed).
 Determinism: the data order of epoch ``e`` is a permutation seeded by ``(seed, e)``, and all
 training noise (dequantization) comes from one generator whose state is checkpointed, so a run
 resumed from a checkpoint replays exactly the steps an uninterrupted run would take (on CPU).
+
+Under ``torchrun`` the same code runs in every process (:mod:`densitylab.train.distributed`):
+each rank trains on its slice of the global batch through DistributedDataParallel, and only rank 0
+writes files. ``precision`` and ``compile`` (:mod:`densitylab.train.precision`) change how the
+training loss is computed, never what it is.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from densitylab.evaluate import bits_per_dim
 from densitylab.models.base import DensityModel, build_model
 from densitylab.runtime import keep_large_allocations_in_heap
 from densitylab.train import checkpoint as ckpt
+from densitylab.train import distributed
 from densitylab.train.files import atomic_write_json, atomic_write_text
+from densitylab.train.precision import TrainingLoss, autocast_dtype
 from densitylab.viz.grid import save_grid
 
 CONFIG_FILE = "config.yaml"
@@ -40,6 +47,7 @@ RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.png"
 FINAL_FILES = (MODEL_FILE, RESULTS_FILE, SAMPLES_FILE)
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, *FINAL_FILES, "tb")
+NOISE_SEED_STRIDE = 1_000_003  # rank r's noise generator: seed + 1 + r * stride
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,8 +86,11 @@ class Trainer:
         self._check_run_dir(resume, force)  # refuse early, but touch nothing yet
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
-        self.data: ImageData = load_dataset(config.data, config.n_bits, config.data_dir)
+        self.device = distributed.init_from_env(resolve_device(config.device))  # cuda:LOCAL_RANK
+        self.autocast = autocast_dtype(config.precision, self.device)
+        distributed.check_batch_size(config.batch_size)
+        with distributed.main_first():  # a download happens once
+            self.data: ImageData = load_dataset(config.data, config.n_bits, config.data_dir)
         self.n_classes = self._class_count() if config.conditional else 0
         if self.n_classes:
             config.model_config = dict(config.model_config) | {"n_classes": self.n_classes}
@@ -91,7 +102,14 @@ class Trainer:
             config.lr = self.model.default_lr
         # fused: one kernel over all parameters (about half the optimizer time on a CPU)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
-        self.noise = torch.Generator().manual_seed(config.seed + 1)
+        # the loss as a module: DDP synchronizes its gradients, torch.compile compiles it
+        self.loss_fn = distributed.data_parallel(
+            TrainingLoss(self.model, self.autocast, self.device.type), self.device)
+        if config.compile:
+            self.loss_fn = torch.compile(self.loss_fn)
+        self.scaler = torch.amp.GradScaler(self.device.type) if config.precision == "fp16" else None
+        self.noise = torch.Generator().manual_seed(
+            config.seed + 1 + NOISE_SEED_STRIDE * distributed.rank())
         self.state = TrainState()
         self.train_images = self.data.train.to(self.device)
         self.train_labels = self.data.train_labels.to(self.device) if self.n_classes else None
@@ -106,16 +124,21 @@ class Trainer:
         )
         self.budget_seconds = parse_duration(config.time_budget) if config.time_budget else None
         self._perm: tuple[int, torch.Tensor] | None = None
-        # Everything the user could have got wrong has been checked: now the directory changes.
+        # Everything the user could have got wrong has been checked (by every rank: hence the
+        # barrier): now the directory changes, by rank 0 only.
+        distributed.barrier()
+        main = distributed.is_main()
         if resume:
             self._restore(self.run_dir / CHECKPOINT_FILE, truncate_metrics=True)
-            self._clear(FINAL_FILES)  # rewritten by finish(); stale ones would mislead
-            self.config.save(self.run_dir / CONFIG_FILE)  # a budget extension is now on record
-        else:
+            if main:
+                self._clear(FINAL_FILES)  # rewritten by finish(); stale ones would mislead
+                self.config.save(self.run_dir / CONFIG_FILE)  # a budget extension is now on record
+        elif main:
             self._clear(RUN_FILES if force else ())
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.run_dir / CONFIG_FILE)
-        self.writer = self._tensorboard()
+        self._needs_data_init = not resume  # a checkpoint holds initialised parameters
+        self.writer = self._tensorboard() if main else None
         if resume:
             self._log({"step": self.state.step, "event": "resume"})
 
@@ -172,6 +195,8 @@ class Trainer:
         return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state.step or None)
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not distributed.is_main():
+            return
         with open(self.run_dir / METRICS_FILE, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -196,11 +221,17 @@ class Trainer:
 
     # ----- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        ckpt.save_checkpoint(
-            self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer,
-            extra_tensors={"rng.noise": self.noise.get_state(), "rng.torch": torch.get_rng_state()},
-            extra_header={"state": self.state.to_dict(), "run_config": self.config.to_dict()},
-        )
+        """Called by every rank (each one's noise state is kept); rank 0 writes the file."""
+        noise = distributed.all_gather_objects(self.noise.get_state())
+        if not distributed.is_main():
+            return
+        extra_tensors = {"rng.noise": noise[0], "rng.torch": torch.get_rng_state()}
+        extra_tensors |= {f"rng.noise.rank{rank}": state for rank, state in enumerate(noise) if rank}
+        header = {"state": self.state.to_dict(), "run_config": self.config.to_dict()}
+        if self.scaler is not None:
+            header["grad_scaler"] = self.scaler.state_dict()
+        ckpt.save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer,
+                             extra_tensors=extra_tensors, extra_header=header)
 
     def _restore(self, path: Path, truncate_metrics: bool = False) -> None:
         tensors, header = ckpt.read_checkpoint(path)
@@ -208,10 +239,15 @@ class Trainer:
             raise DensitylabError(f"{path} holds a {header.get('model')} model, not {self.config.model}")
         ckpt.load_model_state(self.model, tensors)
         ckpt.load_optimizer_state(self.optimizer, tensors, header)
-        self.noise.set_state(tensors["rng.noise"])
+        rank = distributed.rank()
+        noise_key = f"rng.noise.rank{rank}" if rank else "rng.noise"
+        if noise_key in tensors:  # (a rank the saved run did not have keeps its own fresh stream)
+            self.noise.set_state(tensors[noise_key])
         torch.set_rng_state(tensors["rng.torch"])
+        if self.scaler is not None and "grad_scaler" in header:
+            self.scaler.load_state_dict(header["grad_scaler"])
         self.state.__dict__.update(TrainState(**header["state"]).__dict__)  # in place: no stale aliases
-        if truncate_metrics:
+        if truncate_metrics and distributed.is_main():
             self._truncate_metrics()
 
     # ----- the loop ------------------------------------------------------------------------
@@ -246,7 +282,7 @@ class Trainer:
         size = self.config.batch_size
         index = self._perm[1][state.batch_in_epoch * size : (state.batch_in_epoch + 1) * size]
         state.batch_in_epoch += 1
-        index = index.to(self.train_images.device)
+        index = distributed.shard_batch(index).to(self.train_images.device)  # this rank's part
         labels = self.train_labels[index] if self.train_labels is not None else None
         batch = self.train_images[index]
         return (batch if self.data.continuous else batch.long()), labels
@@ -258,22 +294,35 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> float | None:
         """One optimizer step; returns the loss in bits/dim (nats/dim for continuous data), or
-        None if it was not finite."""
+        None if it was not finite. Under DDP: the loss of the global batch, the same on every rank,
+        so that every rank skips the same steps."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        loss = self.model.bits_per_dim(x, labels, generator=self.noise).mean()
+        loss = self.loss_fn(x, labels, self.noise).mean()  # per-image losses are float32
         if self.data.continuous:
             loss = loss * math.log(2)
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        reported = distributed.all_reduce_mean(loss.detach())
+        if not torch.isfinite(reported):
+            if distributed.is_distributed():  # DDP pairs each forward with a backward: run it,
+                loss.backward()  # then drop its gradients
+                self.optimizer.zero_grad(set_to_none=True)
             return None
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:  # fp16: a scaled loss, so that small gradients do not underflow
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if self.scaler is not None:  # on overflowing gradients it skips the step, lowers the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            return float(reported)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.step()
-        return float(loss.detach())
+        return float(reported)
 
     def _recover(self, bad_in_row: int) -> None:
         path = self.run_dir / CHECKPOINT_FILE
@@ -285,19 +334,28 @@ class Trainer:
             )
         skipped, restores, lr_scale = state.skipped_steps, state.restores + 1, state.lr_scale * 0.5
         seconds = state.train_seconds  # time spent still counts against a time budget
+        distributed.barrier()  # rank 0 has written its last checkpoint before anyone reads it
         self._restore(path, truncate_metrics=True)
         self.state.skipped_steps, self.state.restores = skipped, restores
         self.state.lr_scale, self.state.train_seconds = lr_scale, seconds
         message = (f"non-finite loss {bad_in_row} steps in a row: restored the checkpoint of "
                    f"step {self.state.step} and halved the learning rate (x{lr_scale:g})")
-        print(f"densitylab: {message}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"densitylab: {message}", file=sys.stderr)
         self._log({"step": self.state.step, "event": "restore", "lr_scale": lr_scale})
 
     def evaluate(self, max_images: int | None = None) -> float:
-        """Test bits/dim (nats/dim for continuous data) on the first ``max_images``."""
+        """Test bits/dim (nats/dim for continuous data) on the first ``max_images``, in fp32.
+        Under DDP each rank scores its share of the images, and the sums are reduced."""
         images = self.data.test[:max_images] if max_images else self.data.test
         labels = self.data.test_labels[: len(images)] if self.n_classes else None
-        bpd = bits_per_dim(self.model, images, seed=self.config.seed, labels=labels)
+        start, stop = distributed.shard(images)  # all of them in a single process
+        part_labels = None if labels is None else labels[start:stop]
+        bpd = (bits_per_dim(self.model, images[start:stop], seed=self.config.seed, labels=part_labels)
+               if stop > start else 0.0)
+        if distributed.is_distributed():
+            total, count = distributed.all_reduce_sum([bpd * (stop - start), float(stop - start)])
+            bpd = total / count
         return bpd * math.log(2) if self.data.continuous else bpd
 
     def fit(self) -> dict[str, Any]:
@@ -310,18 +368,21 @@ class Trainer:
         from tqdm import tqdm
 
         cfg, state = self.config, self.state
-        if state.step == 0 and not (self.run_dir / CHECKPOINT_FILE).is_file():
+        if self._needs_data_init:
             self.model.initialize_from_data(self.train_images[:4096])
+            distributed.broadcast_module(self.model)  # every rank starts from rank 0's numbers
             self.save_checkpoint()  # step 0: a kill or an early divergence can always go back here
+            self._needs_data_init = False
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=state.step, unit="step", dynamic_ncols=True,
-                   disable=not self.progress, mininterval=1.0, file=sys.stderr)
+                   disable=not (self.progress and distributed.is_main()), mininterval=1.0,
+                   file=sys.stderr)
         bad_in_row, window_images, window_start = 0, 0, time.perf_counter()
         loss_sum, loss_count = 0.0, 0
         while not self.done():
             started = time.perf_counter()
             loss = self.train_step(*self.next_batch())
-            state.train_seconds += time.perf_counter() - started
+            state.train_seconds += distributed.agree_max(time.perf_counter() - started)
             if loss is None:
                 state.skipped_steps += 1
                 bad_in_row += 1
@@ -354,8 +415,9 @@ class Trainer:
                 test_bpd = self.evaluate(cfg.eval_images)
                 self._log({"step": state.step, f"test_{self.unit}": test_bpd})
                 unit = "nats/dim" if self.data.continuous else "bits/dim"
-                bar.write(f"step {state.step}: test {unit} {test_bpd:.4f} "
-                          f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
+                if distributed.is_main():
+                    bar.write(f"step {state.step}: test {unit} {test_bpd:.4f} "
+                              f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
             if state.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
         if self.budget_seconds and not self.total_steps:
@@ -365,25 +427,13 @@ class Trainer:
         self.save_checkpoint()
 
     def finish(self) -> dict[str, Any]:
+        """Evaluate on the whole test split; rank 0 writes the model, samples and results."""
         test_bpd = self.evaluate()
         self._log({"step": self.state.step, f"test_{self.unit}_full": test_bpd})
-        ckpt.save_checkpoint(self.run_dir / MODEL_FILE, self.model)
         self.model.eval()
-        generator = torch.Generator().manual_seed(self.config.seed)
-        if len(self.data.shape) != 3:  # vectors: a histogram next to the data's
-            from densitylab.viz.points import save_points_plot
-
-            samples = self.model.sample(max(self.config.sample_count, 2000), generator=generator)
-            save_points_plot(self.run_dir / SAMPLES_FILE, samples, "samples", self.model.levels,
-                             reference=self.data.test)
-        elif self.n_classes:  # one row per class
-            per_class = max(1, self.config.sample_count // self.n_classes)
-            labels = torch.arange(self.n_classes, device=self.device).repeat_interleave(per_class)
-            samples = self.model.sample(len(labels), labels, generator=generator)
-            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels, nrow=per_class)
-        else:
-            samples = self.model.sample(self.config.sample_count, generator=generator)
-            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels)
+        if distributed.is_main():
+            ckpt.save_checkpoint(self.run_dir / MODEL_FILE, self.model)
+            self._save_samples()
         results = {
             "model": self.config.model,
             "data": self.config.data,
@@ -402,21 +452,43 @@ class Trainer:
             else "dequantization (one sample per image)" if self.model.family == "flow" else "exact",
             "samples": SAMPLES_FILE,
         }
-        atomic_write_json(self.run_dir / RESULTS_FILE, results)
+        if distributed.is_main():
+            atomic_write_json(self.run_dir / RESULTS_FILE, results)
         if self.writer is not None:
             self.writer.close()
         return results
 
+    def _save_samples(self) -> None:
+        """``samples.png`` with ``sample_count`` samples (none when it is 0)."""
+        if self.config.sample_count == 0:
+            return
+        generator = torch.Generator().manual_seed(self.config.seed)
+        if len(self.data.shape) != 3:  # vectors: a histogram next to the data's
+            from densitylab.viz.points import save_points_plot
+
+            samples = self.model.sample(max(self.config.sample_count, 2000), generator=generator)
+            save_points_plot(self.run_dir / SAMPLES_FILE, samples, "samples", self.model.levels,
+                             reference=self.data.test)
+        elif self.n_classes:  # one row per class
+            per_class = max(1, self.config.sample_count // self.n_classes)
+            labels = torch.arange(self.n_classes, device=self.device).repeat_interleave(per_class)
+            samples = self.model.sample(len(labels), labels, generator=generator)
+            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels, nrow=per_class)
+        else:
+            samples = self.model.sample(self.config.sample_count, generator=generator)
+            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels)
+
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
-    """The saved config of ``run_dir``; only the budget (epochs, time) may be extended."""
+    """The saved config of ``run_dir``; only the budget (epochs, time) may be extended, and how
+    the run runs (threads, device, precision, compile) changed."""
     if not (Path(run_dir) / CONFIG_FILE).is_file():
         raise DensitylabError(
             f"{run_dir} holds no run to resume (no {CONFIG_FILE}); start one with "
             "'densitylab train MODEL --out DIR'"
         )
     config = RunConfig.load(Path(run_dir) / CONFIG_FILE)
-    allowed = {"epochs", "time_budget", "threads", "device"}
+    allowed = {"epochs", "time_budget", "threads", "device", "precision", "compile"}
     refused = {k for k, v in overrides.items() if v is not None and k not in allowed}
     if refused:
         raise DensitylabError(

@@ -9,11 +9,15 @@ with the autograd Jacobian). The head (:mod:`densitylab.nn.heads`) turns paramet
 log-probabilities. Labels ``y`` (``LongTensor[B]``), when the model has ``n_classes > 0``, enter
 as learned biases.
 
-The generic :meth:`sample` runs the whole network once per sub-pixel; models override it with
-something faster that draws the same values from the same uniform numbers.
+:meth:`sample` draws the sub-pixels in order (:mod:`densitylab.sampling`): ``method="naive"`` runs
+the whole network once per sub-pixel; ``method="cached"``, the default where a model names a
+``cached_sampler``, reuses the activations of earlier steps and draws the same values from the
+same uniform numbers.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -21,10 +25,13 @@ from torch import nn
 from densitylab.errors import DensitylabError
 from densitylab.models.base import DensityModel
 from densitylab.nn.heads import make_head
+from densitylab.sampling import METHODS, FullPass, StepState, sample_in_order
+from densitylab.sampling.loop import raster_rank
 
 
 class AutoregressiveImageModel(DensityModel):
     family = "autoregressive"
+    cached_sampler: ClassVar[type[StepState] | None] = None
 
     def __init__(self, shape: tuple[int, int, int], levels: int, head: str = "softmax",
                  n_classes: int = 0, mixture_components: int = 5) -> None:
@@ -54,8 +61,7 @@ class AutoregressiveImageModel(DensityModel):
     def order_rank(self) -> torch.Tensor:
         """Rank of each sub-pixel ``(C, H, W)`` in the factorisation order (default: raster over
         pixels, then R, G, B within a pixel)."""
-        c, h, w = self.shape
-        return torch.arange(c * h * w).view(h, w, c).permute(2, 0, 1)
+        return raster_rank(self.shape)
 
     def scale_input(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.output_weight().dtype
@@ -96,23 +102,32 @@ class AutoregressiveImageModel(DensityModel):
         """One level per row of ``params (N, P)``, by inverting the CDF at ``u ~ U[0,1)``."""
         return sample_categorical(self.head.level_logits(params), temperature, generator)
 
+    def step_state(self, method: str | None) -> type[StepState]:
+        """How :meth:`sample` computes each step: ``"cached"`` (``None``: cached where the model
+        has a cached sampler) or ``"naive"``."""
+        if method is None:
+            method = "cached" if self.cached_sampler is not None else "naive"
+        if method not in METHODS:
+            raise DensitylabError(f"unknown sampling method {method!r}; use one of {', '.join(METHODS)}")
+        if method == "naive":
+            return FullPass
+        if self.cached_sampler is None:
+            raise DensitylabError(f"model {self.registry_name!r} has no cached sampler; use --method naive")
+        return self.cached_sampler
+
     @torch.no_grad()
-    def sample(self, n, cond=None, temperature=1.0, generator=None):
-        """Reference sampler: the whole network once per sub-pixel, in order."""
+    def sample(self, n, cond=None, temperature=1.0, generator=None, method=None, progress=False):
+        """``n`` images drawn sub-pixel by sub-pixel; ``method`` as in :meth:`step_state`,
+        ``progress`` shows a bar over the sub-pixels."""
         cond = self.check_cond(cond, n)
-        x = torch.zeros(n, *self.shape, dtype=torch.long, device=self.device)
-        positions = torch.nonzero(torch.ones(self.shape))[self.order_rank().flatten().argsort()]
-        for c, i, j in positions.tolist():
-            params = self.params_from_input(self.scale_input(x), cond)[:, c, :, i, j]
-            x[:, c, i, j] = self.draw(params, temperature, generator)
-        return x
+        return sample_in_order(self, n, cond, self.step_state(method), temperature, generator, progress)
 
 
 class RasterConvModel(AutoregressiveImageModel):
     """A convolutional model in raster order: ``features(inputs, cond)`` from a body whose output
     at row ``i`` depends on rows ``i - rows_above .. i`` only, then a ``1x1`` output stack
     ``self.output`` (an ``nn.Sequential`` ending in the parameter layer). Shared by PixelCNN and
-    Gated PixelCNN, with their band sampler."""
+    Gated PixelCNN."""
 
     output: nn.Sequential
 
@@ -137,30 +152,6 @@ class RasterConvModel(AutoregressiveImageModel):
 
     def params_from_input(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.output_params(self.features(inputs, cond))
-
-    @torch.no_grad()
-    def sample(self, n, cond=None, temperature=1.0, generator=None):
-        """Raster-order sampling: one pass per pixel and channel over the band of rows the next
-        pixel depends on.
-
-        The body never looks below the current row nor more than ``rows_above`` rows up, so it runs
-        on that band (padding is added on top only, so the parameters are the same), and the
-        output layers run at ``(i, j)`` alone. Each value is drawn by inverting the CDF at a
-        uniform number from ``generator``, so the same seed gives the same images as the
-        reference sampler.
-        """
-        cond = self.check_cond(cond, n)
-        channels, height, width = self.shape
-        x = torch.zeros(n, channels, height, width, dtype=torch.long, device=self.device)
-        for i in range(height):
-            top = max(0, i - self.rows_above)
-            for j in range(width):
-                for c in range(channels):
-                    band = self.scale_input(x[:, :, top : i + 1])
-                    features = self.features(band, cond)[:, :, -1:, j : j + 1]
-                    params = self.output_params(features)[:, c, :, 0, 0]
-                    x[:, c, i, j] = self.draw(params, temperature, generator)
-        return x
 
 
 def sample_categorical(

@@ -51,6 +51,7 @@ from densitylab.nn.masked import (
     channel_groups,
     down_shift,
 )
+from densitylab.sampling.gated import GatedPixelCNNCache
 
 
 @dataclass
@@ -110,6 +111,7 @@ class GatedLayer(nn.Module):
 class GatedPixelCNN(RasterConvModel):
     Config = GatedPixelCNNConfig
     default_lr = 8e-3
+    cached_sampler = GatedPixelCNNCache
 
     def __init__(self, config: GatedPixelCNNConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels, config.head, config.n_classes, config.mixture_components)

@@ -68,6 +68,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from densitylab.models.autoregressive.base import AutoregressiveImageModel
 from densitylab.models.base import register_model
@@ -296,14 +297,18 @@ class MADE(AutoregressiveImageModel):
         cond: torch.Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        method: str | None = None,
+        progress: bool = False,
     ) -> torch.Tensor:
-        """One pass of the hidden layers per sub-pixel, and only that sub-pixel's output rows.
+        """One pass of the hidden layers per sub-pixel, and only that sub-pixel's output rows
+        (``method`` may only be ``"naive"``: MADE has no cached sampler).
 
         In eval mode with ``M > 1`` mask sets, each image first draws its set (``randint`` from
         ``generator``), then at step ``t`` every image gets the logits of the ``t``-th sub-pixel
         of its own set's order and one ``draw`` covers the whole batch. With one set (or in
         training mode, the current set) this draws the same values as the reference sampler.
         """
+        self.step_state(method)  # validates the method name
         cond = self.check_cond(cond, n)
         x = torch.zeros(n, *self.shape, dtype=torch.long, device=self.device)
         if n == 0:
@@ -315,7 +320,8 @@ class MADE(AutoregressiveImageModel):
         choice = choice.to(self.device)
         groups = _groups(choice, n)
         flat, batch = x.view(n, -1), torch.arange(n, device=self.device)
-        for step in range(self.dim):
+        for step in tqdm(range(self.dim), disable=not progress, unit="sub-pixel", desc="sampling",
+                         mininterval=0.5, leave=False):
             params = None
             for mask, rows in groups:
                 dim = int(self.sample_order[mask, step])
@@ -356,9 +362,10 @@ def factored_log_softmax(
     inputs = [t for t in (features, level_features, bias) if t is not None]
     eager = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
     u = None if level_features is None else level_features.to(dtype)
-    return _FactoredLogSoftmax.apply(
-        features.to(dtype), u, bias.to(dtype), target.long(), max(1, int(chunk)), eager
-    )
+    with torch.autocast(features.device.type, enabled=False):  # its own products stay in >= fp32
+        return _FactoredLogSoftmax.apply(
+            features.to(dtype), u, bias.to(dtype), target.long(), max(1, int(chunk)), eager
+        )
 
 
 class _Blocks:

@@ -33,6 +33,7 @@ from densitylab.models.autoregressive.base import RasterConvModel, sample_catego
 from densitylab.models.base import register_model
 from densitylab.nn.conditioning import LabelBias, add_bias
 from densitylab.nn.masked import MaskedConv2d
+from densitylab.sampling.masked_conv import PixelCNNCache
 
 __all__ = ["PixelCNN", "PixelCNNConfig", "sample_categorical"]
 
@@ -72,6 +73,7 @@ class ResidualBlock(nn.Module):
 class PixelCNN(RasterConvModel):
     Config = PixelCNNConfig
     default_lr = 1.2e-2
+    cached_sampler = PixelCNNCache
 
     def __init__(self, config: PixelCNNConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels, config.head, config.n_classes, config.mixture_components)

@@ -45,6 +45,7 @@ from torch import nn
 
 from densitylab.models.autoregressive.base import AutoregressiveImageModel
 from densitylab.models.base import register_model
+from densitylab.sampling.recurrent import RecurrentCache
 
 __all__ = ["PixelRNN", "PixelRNNConfig"]
 
@@ -111,6 +112,8 @@ class PixelRNN(AutoregressiveImageModel):
         self.output = nn.Linear(config.hidden_size, self.params_per_channel, bias=False)
         self.channel_bias = nn.Parameter(torch.zeros(channels, self.params_per_channel))
 
+    cached_sampler = RecurrentCache  # the hidden state carried from step to step
+
     def output_weight(self) -> torch.Tensor:
         return self.output.weight
 
@@ -118,7 +121,7 @@ class PixelRNN(AutoregressiveImageModel):
         return self.channel_bias
 
     # ----- one pass over the whole sequence --------------------------------------------------------
-    def _step_inputs(self, previous: torch.Tensor, steps: slice, cond: torch.Tensor | None) -> torch.Tensor:
+    def step_inputs(self, previous: torch.Tensor, steps: slice, cond: torch.Tensor | None) -> torch.Tensor:
         """``previous (B, T)`` scaled values before each step -> RNN inputs ``(B, T, hidden)``."""
         coords = self.coords[steps].to(previous.dtype).expand(previous.shape[0], -1, -1)
         h = self.input_proj(torch.cat([previous.unsqueeze(-1), coords], dim=-1))
@@ -126,7 +129,7 @@ class PixelRNN(AutoregressiveImageModel):
             h = h + self.label_embedding(cond).unsqueeze(1)
         return h
 
-    def _logits(self, hidden: torch.Tensor, steps: slice) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor, steps: slice) -> torch.Tensor:
         """``(B, T, hidden)`` -> ``(B, T, K)`` logits of the sub-pixels ``steps``."""
         return self.output(hidden) + self.channel_bias[self.channel_index[steps]]
 
@@ -135,35 +138,6 @@ class PixelRNN(AutoregressiveImageModel):
         sequence = inputs.permute(0, 2, 3, 1).reshape(b, -1)  # raster order, channels innermost
         previous = torch.cat([sequence.new_zeros(b, 1), sequence[:, :-1]], dim=1)
         everything = slice(None)
-        hidden, _ = self.rnn(self._step_inputs(previous, everything, cond))
-        logits = self._logits(hidden, everything)  # (B, D, K)
+        hidden, _ = self.rnn(self.step_inputs(previous, everything, cond))
+        logits = self.logits(hidden, everything)  # (B, D, K)
         return logits.view(b, height, width, channels, -1).permute(0, 3, 4, 1, 2)
-
-    # ----- sampling: one recurrent step per sub-pixel ---------------------------------------------
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        cond: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Raster-order sampling with the recurrent state carried from step to step.
-
-        Step ``t`` feeds the value drawn at ``t - 1`` (scaled) and gives the logits of sub-pixel
-        ``t``; each value is drawn with :meth:`draw` over the whole batch in order, so a seed gives
-        the same images as the reference sampler (the full network once per sub-pixel).
-        """
-        cond = self.check_cond(cond, n)
-        dtype = self.output_weight().dtype
-        values = torch.zeros(n, self.dim, dtype=torch.long, device=self.device)
-        previous = torch.zeros(n, 1, dtype=dtype, device=self.device)
-        state: RecurrentState = None
-        for t in range(self.dim):
-            step = slice(t, t + 1)
-            hidden, state = self.rnn(self._step_inputs(previous, step, cond), state)
-            params = self._logits(hidden, step)[:, 0]
-            values[:, t] = self.draw(params, temperature, generator)
-            previous = self.scale_input(values[:, t : t + 1])
-        channels, height, width = self.shape
-        return values.view(n, height, width, channels).permute(0, 3, 1, 2).contiguous()

@@ -25,10 +25,10 @@ its position off the zero padding at the start of the sequence — that is when 
 (With a receptive field covering the whole image, e.g. ``layers_per_block=10``, the padding gives
 the position away; in an 8-minute CPU benchmark of that network, coordinates did not help.)
 
-Sampling is incremental (the "fast WaveNet" algorithm of Paine et al. 2016): every layer keeps
-the history of its inputs, and each new step costs one kernel-2 product per layer instead of a
-pass over the whole sequence; it draws the same values as the reference sampler for the same
-random numbers.
+Sampling is incremental by default (:mod:`densitylab.sampling.wavenet`, the "fast WaveNet"
+algorithm of Paine et al. 2016): every layer keeps the history of its inputs, and each new step
+costs one kernel-2 product per layer instead of a pass over the whole sequence; it draws the same
+values as the naive sampler for the same random numbers.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from densitylab.models.autoregressive.base import AutoregressiveImageModel
 from densitylab.models.base import register_model
 from densitylab.nn.causal import CausalConv1d
 from densitylab.nn.conditioning import LabelBias
+from densitylab.sampling.wavenet import WaveNetCache
 
 
 @dataclass
@@ -82,6 +83,7 @@ class WaveNetLayer(nn.Module):
 class WaveNet(AutoregressiveImageModel):
     Config = WaveNetConfig
     default_lr = 5e-3
+    cached_sampler = WaveNetCache
 
     def __init__(self, config: WaveNetConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels, "softmax", config.n_classes)
@@ -149,31 +151,3 @@ class WaveNet(AutoregressiveImageModel):
         logits = self.output(skips)  # (B, K, D)
         channels, height, width = self.shape
         return logits.view(len(inputs), self.levels, height, width, channels).permute(0, 4, 1, 2, 3)
-
-    @torch.no_grad()
-    def sample(self, n, cond=None, temperature=1.0, generator=None):
-        """Incremental sampling: each layer's inputs are kept, and each step computes one new
-        position per layer. Same draws as the reference sampler for the same ``generator``."""
-        cond = self.check_cond(cond, n)
-        channels, height, width = self.shape
-        steps = self.dim
-        dtype = self.output_weight().dtype
-        width_r = self.config.residual_channels
-        histories = [torch.zeros(n, width_r, steps, dtype=dtype, device=self.device) for _ in self.layers]
-        values = torch.zeros(n, steps, dtype=torch.long, device=self.device)
-        previous = torch.zeros(n, 1, dtype=dtype, device=self.device)
-        positions = self.positions.to(dtype)
-        scale = 2.0 / max(self.levels - 1, 1)
-        for t in range(steps):
-            features = torch.cat([previous, positions[:, t].expand(n, -1)], dim=1)
-            h = features @ self.input_conv.weight[:, :, 0].T + self.input_conv.bias
-            skips = 0.0
-            for layer, history in zip(self.layers, histories, strict=True):
-                history[:, :, t] = h
-                u = layer.gated(layer.conv.step(history, t), cond)
-                h = h + F.linear(u, layer.residual.weight[:, :, 0], layer.residual.bias)
-                skips = skips + F.linear(u, layer.skip.weight[:, :, 0], layer.skip.bias)
-            logits = self.output(skips.unsqueeze(-1))[:, :, 0]
-            values[:, t] = self.draw(logits, temperature, generator)
-            previous = values[:, t : t + 1].to(dtype) * scale - 1.0
-        return values.view(n, height, width, channels).permute(0, 3, 1, 2).contiguous()

@@ -108,6 +108,9 @@ class _StaircaseMatmul(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors  # (unpacking checks that nothing changed them)
         layout, views = ctx.layout, ctx.views
+        # under autocast the forward ran in bf16/fp16; the backward runs in the weight's type
+        # (autograd casts each returned gradient to its input's type)
+        x, grad = x.to(weight.dtype), grad.to(weight.dtype)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         pieces = grad.split([r for r, _, _ in layout], 1)
         grad_w = None

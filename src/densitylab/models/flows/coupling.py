@@ -225,7 +225,8 @@ class AdditiveCoupling(Transform):
         self.m = MLP(len(self.index_a), len(self.index_b), hidden, layers)
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(x).index_copy_(1, self.index_b, self.m(x[:, self.index_a]))
+        shift = self.m(x[:, self.index_a]).to(x.dtype)  # bf16/fp16 under autocast
+        return torch.zeros_like(x).index_copy_(1, self.index_b, shift)
 
     def forward(self, x, cond=None):
         return x + self._shift(x), x.new_zeros(x.shape[0])

@@ -1,0 +1,139 @@
+"""One self-contained HTML page from experiment directories (``densitylab report DIR... -o F``).
+
+Each directory holding a ``results.json`` (the directory itself or, for ``experiment all``, its
+sub-directories) becomes a section: the claim, the verdict, the tables, the figures embedded as
+``data:`` URIs (so the page is one file that can be mailed or archived), then budget, data, seed,
+elapsed time and the command that reproduces it. Every number on the page is read from
+``results.json``; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from densitylab.errors import DensitylabError
+from densitylab.train.files import atomic_write_text
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #1d1d1f; line-height: 1.45; }
+h1 { font-size: 1.7em; } h2 { margin-top: 2.2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+.claim { font-style: italic; }
+.verdict { padding: .6em .9em; border-radius: 6px; background: #f3f3f3; }
+.yes { background: #e5f4e8; } .no { background: #fbe9e7; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .9em; color: #555; }
+.meta { font-size: .85em; color: #555; } code { background: #f5f5f5; padding: .1em .3em; }
+"""
+
+
+VERDICT_WORD = {True: "yes", False: "no", None: "figures"}
+
+
+def find_results(paths: list[Path]) -> list[Path]:
+    """The ``results.json`` files of ``paths`` (each a run of one experiment or a directory of them)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise DensitylabError(f"{path} is not a directory of experiment results")
+        if (path / "results.json").is_file():
+            found.append(path / "results.json")
+        else:
+            found.extend(sorted(path.glob("*/results.json")))
+    if not found:
+        raise DensitylabError("no results.json found; run `densitylab experiment NAME --out DIR` first")
+    return found
+
+
+def load_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DensitylabError(f"{path} is not a readable results.json ({exc}); rerun the experiment") from exc
+    if not isinstance(record, dict) or "experiment" not in record:
+        raise DensitylabError(f"{path} is not an experiment's results.json; rerun the experiment")
+    return record
+
+
+def format_value(value: Any) -> tuple[str, bool]:
+    """``(text, is_number)`` for one table cell."""
+    if isinstance(value, bool) or value is None:
+        return ("yes" if value else "no") if value is not None else "-", False
+    if isinstance(value, int):
+        return f"{value:,}", True
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5) or not math.isfinite(value):
+            return f"{value:.3g}", True
+        return (f"{value:.3f}" if abs(value) < 100 else f"{value:,.1f}"), True
+    return str(value), False
+
+
+def render_table(spec: dict[str, Any]) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in spec["columns"])
+    rows = []
+    for row in spec["rows"]:
+        cells = []
+        for value in row:
+            text, numeric = format_value(value)
+            cells.append(f'<td class="num">{text}</td>' if numeric else f"<td>{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<table><caption>{html.escape(spec['title'])}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def embed(path: Path) -> str:
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def render_section(record: dict[str, Any], directory: Path) -> str:
+    name = html.escape(record["experiment"])
+    reproduced = record.get("reproduced")
+    status = {True: ("yes", "reproduced"), False: ("no", "not reproduced at this budget"),
+              None: ("", "see the figures")}[reproduced]
+    parts = [f'<section id="{name}"><h2>{name}</h2>',
+             f'<p class="claim">Claim: {html.escape(record["claim"])}</p>',
+             f'<p class="verdict {status[0]}"><b>{status[1].capitalize()}.</b> '
+             f'{html.escape(record["verdict"])}</p>']
+    parts += [render_table(t) for t in record.get("tables", [])]
+    for fig in record.get("figures", []):
+        path = directory / fig["file"]
+        if not path.is_file():
+            raise DensitylabError(f"{path} is missing (named in {directory / 'results.json'}); "
+                                  "rerun the experiment")
+        parts.append(f'<figure><img src="{embed(path)}" alt="{html.escape(fig["caption"])}">'
+                     f'<figcaption>{html.escape(fig["caption"])}</figcaption></figure>')
+    parts.append(
+        f'<p class="meta">Budget <b>{html.escape(str(record.get("budget")))}</b>, seed '
+        f'{html.escape(str(record.get("seed")))}, data: {html.escape(str(record.get("data")))}; '
+        f'took {record.get("elapsed_s", 0):.0f} s. Reproduce: '
+        f'<code>{html.escape(str(record.get("command")))}</code></p></section>')
+    return "\n".join(parts)
+
+
+def render_report(paths: list[Path], output: Path) -> int:
+    """Write the report of every experiment found under ``paths`` to ``output``; returns how many."""
+    results = find_results(paths)
+    records = [(load_record(p), p.parent) for p in results]
+    summary = render_table({
+        "title": "Summary",
+        "columns": ["experiment", "claim", "reproduced", "budget", "seconds"],
+        "rows": [[r["experiment"], r["claim"], VERDICT_WORD[r.get("reproduced")], r.get("budget"),
+                  float(r.get("elapsed_s", 0.0))] for r, _ in records],
+    })
+    body = "\n".join(render_section(r, d) for r, d in records)
+    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>densitylab report</title><style>{STYLE}</style></head><body>"
+            f"<h1>densitylab: the course's claims, measured</h1>{summary}\n{body}</body></html>\n")
+    atomic_write_text(output, page)
+    return len(records)

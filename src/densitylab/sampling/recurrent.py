@@ -1,0 +1,31 @@
+"""Cached sampling for the pixel RNN: the recurrent state is the cache.
+
+Step ``t`` feeds the value drawn at ``t - 1`` (and the position features) through the same
+recurrent module, carrying its hidden state, instead of running it over the whole sequence.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from densitylab.sampling.loop import StepState, check_raster_order, previous_input, raster_step
+
+if TYPE_CHECKING:
+    from densitylab.models.autoregressive.rnn import PixelRNN
+
+
+class RecurrentCache(StepState):
+    def __init__(self, model: PixelRNN, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+        super().__init__(model, x, cond)
+        check_raster_order(model)
+        self.state = None
+
+    def params(self, c: int, i: int, j: int) -> torch.Tensor:
+        model = self.model
+        t = raster_step(model.shape, c, i, j)
+        step = slice(t, t + 1)
+        inputs = model.step_inputs(previous_input(model, self.x, t), step, self.cond)
+        hidden, self.state = model.rnn(inputs, self.state)
+        return model.logits(hidden, step)[:, 0]

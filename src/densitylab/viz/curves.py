@@ -1,0 +1,39 @@
+"""Line plots of training curves and measurements, written as PNG with matplotlib (Agg)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from densitylab.train.files import atomic_write
+
+
+def save_line_plot(path: str | Path, series: dict[str, Sequence[Sequence[float]]], xlabel: str,
+                   ylabel: str, title: str = "", logx: bool = False, logy: bool = False) -> Path:
+    """One line per ``label -> [[x, y], ...]`` (points after the first two numbers are ignored);
+    written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, points in series.items():
+        if len(points):
+            xs, ys = zip(*((p[0], p[1]) for p in points), strict=True)
+            ax.plot(xs, ys, label=label, marker="o" if len(points) < 12 else None, markersize=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path

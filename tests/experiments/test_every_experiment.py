@@ -1,0 +1,25 @@
+"""Every registered experiment, end to end at the tiny budget: a complete record and its figures."""
+
+import json
+
+import pytest
+
+from densitylab.experiments import EXPERIMENTS, experiment_names, run_experiment
+from densitylab.experiments.base import check_record
+
+
+def test_every_experiment_is_in_the_report_order():
+    assert sorted(experiment_names()) == sorted(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_experiment_runs_at_the_tiny_budget(name, tmp_path):
+    record = run_experiment(name, tmp_path, "tiny", seed=0)
+    assert json.loads((tmp_path / "results.json").read_text()) == record
+    check_record(record, tmp_path)
+    assert record["experiment"] == name and record["budget"] == "tiny"
+    assert record["tables"] and record["figures"]
+    assert all(any(isinstance(v, int | float) and not isinstance(v, bool) for row in t["rows"] for v in row)
+               for t in record["tables"]), "every table holds numbers"
+    for fig in record["figures"]:
+        assert (tmp_path / fig["file"]).read_bytes()[:4] == b"\x89PNG"
