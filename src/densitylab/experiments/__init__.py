@@ -14,7 +14,7 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 ORDER = ["rnn-coords", "receptive-field", "wavenet-coords", "flow-1d", "af-vs-iaf", "dequantization",
-         "realnvp-masks", "flow-2d", "leaderboard"]
+         "realnvp-masks", "flow-2d", "leaderboard", "made-orderings", "conditional"]
 
 
 def experiment_names() -> list[str]:

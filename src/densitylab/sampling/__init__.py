@@ -20,6 +20,6 @@ from the same generator in the same order, so both methods return the same image
 seed (up to a floating-point tie at a CDF boundary, which the tests have never met).
 """
 
-from densitylab.sampling.loop import METHODS, FullPass, StepState, sample_in_order
+from densitylab.sampling.loop import METHODS, CachedState, FullPass, StepState, sample_in_order
 
-__all__ = ["METHODS", "FullPass", "StepState", "sample_in_order"]
+__all__ = ["METHODS", "CachedState", "FullPass", "StepState", "sample_in_order"]

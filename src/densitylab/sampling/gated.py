@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from densitylab.sampling.convs import ConvAt, InputCache, Pointwise, pointwise_stack
-from densitylab.sampling.loop import StepState, check_raster_order
+from densitylab.sampling.loop import CachedState
 
 if TYPE_CHECKING:
     from densitylab.models.autoregressive.gated_pixelcnn import GatedLayer, GatedPixelCNN
@@ -65,13 +65,11 @@ class CachedGatedLayer:
         return residual, skip
 
 
-class GatedPixelCNNCache(StepState):
+class GatedPixelCNNCache(CachedState):
     def __init__(self, model: GatedPixelCNN, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
-        check_raster_order(model)
         _, height, width = model.shape
-        like = x.new_zeros(len(x), 0, dtype=model.output_weight().dtype)
-        self.layers = [CachedGatedLayer(layer, like, height, width, cond) for layer in model.layers]
+        self.layers = [CachedGatedLayer(layer, self.like, height, width, cond) for layer in model.layers]
         self.output = pointwise_stack(model.output)
         self.row = -1
 

@@ -29,6 +29,17 @@ class StepState:
         raise NotImplementedError
 
 
+class CachedState(StepState):
+    """Base of the cached steps: they assume raster order with the channels innermost, and allocate
+    their caches like ``self.like``, an empty ``(B, 0)`` tensor of the model's float dtype and
+    device."""
+
+    def __init__(self, model: AutoregressiveImageModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+        super().__init__(model, x, cond)
+        check_raster_order(model)
+        self.like = x.new_zeros(len(x), 0, dtype=model.output_weight().dtype)
+
+
 class FullPass(StepState):
     """The naive step: the whole network over the whole image, for one sub-pixel's parameters."""
 

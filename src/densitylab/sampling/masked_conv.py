@@ -18,18 +18,17 @@ from typing import TYPE_CHECKING
 import torch
 
 from densitylab.sampling.convs import ConvAt, InputCache, Pointwise, pointwise_stack
-from densitylab.sampling.loop import StepState, check_raster_order
+from densitylab.sampling.loop import CachedState
 
 if TYPE_CHECKING:
     from densitylab.models.autoregressive.pixelcnn import PixelCNN
 
 
-class PixelCNNCache(StepState):
+class PixelCNNCache(CachedState):
     def __init__(self, model: PixelCNN, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
-        check_raster_order(model)
         _, height, width = model.shape
-        like = x.new_zeros(len(x), 0, dtype=model.output_weight().dtype)
+        like = self.like
         self.image = InputCache.for_conv(model.input_conv, like, height, width)
         self.first = ConvAt(model.input_conv, self.image)
         self.blocks = [

@@ -10,16 +10,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from densitylab.sampling.loop import StepState, check_raster_order, previous_input, raster_step
+from densitylab.sampling.loop import CachedState, previous_input, raster_step
 
 if TYPE_CHECKING:
     from densitylab.models.autoregressive.rnn import PixelRNN
 
 
-class RecurrentCache(StepState):
+class RecurrentCache(CachedState):
     def __init__(self, model: PixelRNN, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
-        check_raster_order(model)
         self.state = None
 
     def params(self, c: int, i: int, j: int) -> torch.Tensor:

@@ -14,17 +14,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from densitylab.sampling.convs import Pointwise, pointwise_stack
-from densitylab.sampling.loop import StepState, check_raster_order, previous_input, raster_step
+from densitylab.sampling.loop import CachedState, previous_input, raster_step
 
 if TYPE_CHECKING:
     from densitylab.models.autoregressive.wavenet import WaveNet
 
 
-class WaveNetCache(StepState):
+class WaveNetCache(CachedState):
     def __init__(self, model: WaveNet, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
-        check_raster_order(model)
-        n, dtype = len(x), model.output_weight().dtype
+        n, dtype = len(x), self.like.dtype
         self.input = Pointwise(model.input_conv)
         self.layers = [(layer, Pointwise(layer.residual), Pointwise(layer.skip)) for layer in model.layers]
         self.histories = [x.new_zeros(n, model.config.residual_channels, model.dim, dtype=dtype)
