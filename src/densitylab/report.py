@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from densitylab.errors import DensitylabError
+from densitylab.experiments import experiment_names
 from densitylab.train.files import atomic_write_text
 
 STYLE = """
@@ -125,6 +126,8 @@ def render_report(paths: list[Path], output: Path) -> int:
     """Write the report of every experiment found under ``paths`` to ``output``; returns how many."""
     results = find_results(paths)
     records = [(load_record(p), p.parent) for p in results]
+    order = {name: k for k, name in enumerate(experiment_names())}  # the course's order
+    records.sort(key=lambda item: order.get(item[0]["experiment"], len(order)))
     summary = render_table({
         "title": "Summary",
         "columns": ["experiment", "claim", "reproduced", "budget", "seconds"],
