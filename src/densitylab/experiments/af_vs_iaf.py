@@ -35,8 +35,7 @@ from typing import Any
 
 import torch
 
-from densitylab.experiments.base import experiment, figure, table
-from densitylab.experiments.flows_1d import threads
+from densitylab.experiments.base import experiment, figure, table, threads
 from densitylab.models.base import build_model
 from densitylab.viz.curves import save_line_plot
 

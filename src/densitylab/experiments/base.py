@@ -20,10 +20,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from densitylab.config import RunConfig
 from densitylab.errors import DensitylabError
@@ -102,6 +105,29 @@ def run_experiment(name: str, out: Path, budget: str = "small", seed: int = 0) -
     check_record(record, out)
     atomic_write_json(out / RESULTS_FILE, record)
     return record
+
+
+@contextmanager
+def threads(n: int | None = None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (``None``: leave it), then restore the caller's count
+    (the Trainer sets it process-wide). Tiny models run faster on one thread: on a shared 2-core CPU
+    a second one only adds contention."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def ks_distance(values: torch.Tensor, cdf: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """Kolmogorov-Smirnov distance ``sup_t |F_n(t) - cdf(t)|`` between the empirical CDF of
+    ``values`` and ``cdf`` (in float64)."""
+    f = cdf(values.double().flatten().sort().values)
+    n = f.numel()
+    rank = torch.arange(1, n + 1, dtype=torch.float64)
+    return float(torch.maximum(rank / n - f, f - (rank - 1) / n).max())
 
 
 # ----- helpers for experiments that train ------------------------------------------------------------

@@ -36,6 +36,7 @@ import torch
 
 from densitylab.config import RunConfig
 from densitylab.experiments.base import experiment, figure, image_data, read_curve, seconds, table
+from densitylab.experiments.base import threads as restored_threads
 from densitylab.models.base import DensityModel
 from densitylab.train.files import atomic_write
 from densitylab.train.trainer import Trainer
@@ -91,14 +92,11 @@ def train_with_snapshots(out: Path, model: str, data: str, train_seconds: float,
                        time_budget=f"{train_seconds}s", seed=seed, eval_images=eval_images,
                        eval_every=10**9, sample_count=0,  # tests and samples: done here instead
                        threads=threads)
-    threads_before = torch.get_num_threads()
-    try:
+    with restored_threads():  # the Trainer sets the thread count for the whole process
         trainer = SnapshotTrainer(config, out, EVAL_FRACTIONS, SNAPSHOT_FRACTIONS)
         results = trainer.fit()
         models = [*trainer.snapshots, (results["steps"], trainer.model.eval())]
         grids = [(step, draw(snapshot, samples, seed)) for step, snapshot in models]
-    finally:
-        torch.set_num_threads(threads_before)  # the Trainer sets it for the whole process
     return {**results, "test_curve": trainer.test_curve, "grids": grids,
             "receptive_field": getattr(trainer.model, "receptive_field", None),
             "levels": trainer.data.levels, "curve": read_curve(out / "metrics.jsonl")}

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from densitylab.data import load_dataset
-from densitylab.experiments.base import experiment, figure, seconds, table, train_run
+from densitylab.experiments.base import experiment, figure, ks_distance, seconds, table, train_run
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
 
@@ -92,15 +92,6 @@ MODELS: dict[str, FlowSpec] = {
 
 
 # ----- how Gaussian is a latent ----------------------------------------------------------------------
-def ks_distance(values: torch.Tensor, cdf) -> float:
-    """Kolmogorov-Smirnov distance between the empirical CDF of ``values`` and ``cdf``."""
-    x = torch.sort(values.double().flatten()).values
-    n = len(x)
-    f = cdf(x)
-    rank = torch.arange(1, n + 1, dtype=torch.double)
-    return float(torch.maximum(rank / n - f, f - (rank - 1) / n).max())
-
-
 def chi2_radius_cdf(r: torch.Tensor) -> torch.Tensor:
     """CDF of ``|z|`` for ``z ~ N(0, I_2)``: the chi distribution with 2 degrees of freedom."""
     return 1 - torch.exp(-0.5 * r.clamp_min(0) ** 2)

@@ -41,8 +41,6 @@ standard errors.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,8 @@ import torch
 import torch.nn.functional as F
 
 from densitylab.data import load_dataset
-from densitylab.experiments.base import experiment, figure, seconds, table, train_run
+from densitylab.experiments.base import experiment, figure, seconds, table, threads, train_run
+from densitylab.experiments.base import ks_distance as base_ks_distance
 from densitylab.models.base import build_model
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
@@ -63,19 +62,6 @@ FLOW_1D_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("mixture-1d", {"n_components": 5, "kind": "gaussian", "prior": "gaussian"}),
     ("gaps-1d", {"n_components": 5, "kind": "gaussian", "prior": "uniform"}),
 )
-
-
-@contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch threads, then restore the previous setting. The models here
-    have at most a few thousand parameters: on a shared 2-core CPU a second thread only adds
-    contention (a 16x256 matrix product took 14 ms with 2 threads on a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ----- flow-1d ----------------------------------------------------------------------------------------
@@ -103,11 +89,7 @@ def prior_density(prior: str, z: torch.Tensor) -> torch.Tensor:
 def ks_distance(z: torch.Tensor, prior: str) -> float:
     """Kolmogorov-Smirnov distance ``sup_t |F_n(t) - F_prior(t)|`` between the empirical
     distribution of the values ``z`` and the prior."""
-    values = prior_cdf(prior, z.flatten().double().sort().values)
-    n = values.numel()
-    above = torch.arange(1, n + 1, dtype=torch.float64) / n - values  # F_n just after each point
-    below = values - torch.arange(0, n, dtype=torch.float64) / n  # F_n just before it
-    return float(torch.maximum(above.max(), below.max()))
+    return base_ks_distance(z, lambda t: prior_cdf(prior, t))
 
 
 def ks_critical(n: int) -> float:

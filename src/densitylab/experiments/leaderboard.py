@@ -46,6 +46,7 @@ import torch
 
 from densitylab.config import RunConfig
 from densitylab.experiments.base import experiment, figure, image_data, seconds, table
+from densitylab.experiments.base import threads as restored_threads
 from densitylab.models.base import available_models, build_model
 from densitylab.train import checkpoint as ckpt
 from densitylab.train.files import atomic_write, atomic_write_json
@@ -271,11 +272,8 @@ def best_text(rows: list[dict[str, Any]]) -> str:
 @experiment("leaderboard", "Every image model on Fashion-MNIST 8-bit (and binarized) at the same budget: "
             "bits/dim, parameters, train images/s, sample time")
 def run_leaderboard(out: Path, budget: str, seed: int) -> dict[str, Any]:
-    threads = torch.get_num_threads()
-    try:
+    with restored_threads():  # a tiny run sets one thread process-wide: give the caller its own back
         return leaderboard(out, budget, seed)
-    finally:  # a tiny run sets one thread (Trainer sets it process-wide): give the caller its own back
-        torch.set_num_threads(threads)
 
 
 def leaderboard(out: Path, budget: str, seed: int) -> dict[str, Any]:
