@@ -26,6 +26,7 @@ ENTRIES = {
     "gated_pixelcnn+narrow_vertical": ("gated_pixelcnn", {"vertical_channels": 16}),
     "gated_pixelcnn+narrow_vertical+mixture": ("gated_pixelcnn", {"vertical_channels": 16,
                                                                   "head": "logistic-mixture"}),
+    "gated_pixelcnn+narrow": ("gated_pixelcnn", {"vertical_channels": 16, "gate_channels": 16}),
     "gated_pixelcnn+narrow+mixture": ("gated_pixelcnn", {"vertical_channels": 16, "gate_channels": 16,
                                                          "head": "logistic-mixture"}),
     "wavenet_rf1024": ("wavenet", {"layers_per_block": 10}),
@@ -39,7 +40,10 @@ ENTRIES = {
     "nice": ("nice", {}),
     "glow": ("glow", {}),
     "maf": ("maf", {}),
+    "maf+sequential_degrees": ("maf", {"degrees": "sequential"}),
+    "maf+actnorm": ("maf", {"actnorm": True}),
     "iaf": ("iaf", {}),
+    "ffjord": ("ffjord", {}),
 }
 FLOWS = ["nice", "realnvp", "glow", "maf"]
 AUTOREGRESSIVE = ["pixelcnn", "gated_pixelcnn", "wavenet", "wavenet+coords", "rnn", "rnn+coords", "made"]

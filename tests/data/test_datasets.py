@@ -9,7 +9,7 @@ from PIL import Image
 from densitylab.data import download, load_dataset
 from densitylab.data.datasets import make_shapes
 from densitylab.data.idx import write_idx
-from densitylab.data.transforms import binarize, requantize, uniform_dequantize
+from densitylab.data.transforms import binarize, downsample, requantize, uniform_dequantize
 from densitylab.errors import DensitylabError
 
 
@@ -55,6 +55,26 @@ def test_fashion_mnist_from_debian_package():
     data = load_dataset("fashion-mnist")
     assert data.train.shape == (60000, 1, 28, 28) and data.test.shape == (10000, 1, 28, 28)
     assert data.levels == 256 and len(data.test_labels) == 10000
+
+
+def test_downsample_is_the_rounded_block_mean():
+    x = torch.tensor([[0, 1, 10, 10], [0, 0, 10, 11], [255, 255, 3, 4], [254, 255, 5, 6]],
+                     dtype=torch.uint8).view(1, 1, 4, 4)
+    small = downsample(x, 2)
+    assert small.dtype == torch.uint8 and small.shape == (1, 1, 2, 2)
+    # means 0.25, 10.25, 254.75, 4.5 -> 0, 10, 255, 5 (half rounds up)
+    assert small.flatten().tolist() == [0, 10, 255, 5]
+    with pytest.raises(ValueError, match="cannot downsample"):
+        downsample(torch.zeros(1, 1, 5, 4, dtype=torch.uint8), 2)
+
+
+def test_fashion_mnist_14_from_debian_package():
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    full, small = load_dataset("fashion-mnist"), load_dataset("fashion-mnist-14")
+    assert small.train.shape == (60000, 1, 14, 14) and small.levels == 256
+    assert torch.equal(small.test[:3], downsample(full.test[:3], 2))
+    assert torch.equal(small.test_labels, full.test_labels)
 
 
 def _fake_remote(tmp_path, monkeypatch, corrupt=False):

@@ -32,7 +32,8 @@ def test_only_the_cpu_budget_leaves_models_out_and_says_why():
 
 def test_ranking_puts_the_lowest_bits_per_dim_first_and_failures_last():
     rows = [{"model": m, "family": "flow", "bits_per_dim": b, "bound": lb.FLOW_BOUND, "parameters": 1,
-             "steps": 2, "images_per_s": 3.0, "sample_seconds": s, "options": {}, "error": e}
+             "steps": 2, "images_per_s": 3.0, "sample_seconds": s, "options": {}, "error": e,
+             "sample_temperature": None if e else 1.0, "sample_note": None}
             for m, b, s, e in [("a", 3.5, 0.1, None), ("b", math.nan, math.nan, "training failed: X"),
                                ("c", 2.5, math.nan, "sampling failed: Y"), ("d", 3.0, 0.2, None)]]
     assert [r["model"] for r in lb.ranked(rows)] == ["c", "d", "a", "b"]
@@ -83,6 +84,34 @@ def test_a_failing_model_is_recorded_not_raised(tmp_path, monkeypatch):
     assert math.isfinite(row["bits_per_dim"]), "a failed draw keeps the score"
 
 
+def test_a_flow_that_overflows_at_temperature_one_is_sampled_at_glows_temperature(tmp_path, monkeypatch):
+    from densitylab.errors import DensitylabError
+
+    temperatures = []
+
+    def draw(path, device, seed, n=lb.SAMPLES, temperature=1.0):
+        temperatures.append(temperature)
+        if temperature == 1.0:
+            raise DensitylabError(f"4 of {n} samples came out non-finite (the flow's inverse overflowed)")
+        return torch.zeros(n, 1, 8, 8, dtype=torch.long), 0.25
+
+    monkeypatch.setattr(lb, "draw", draw)
+    row = lb.measure(tmp_path / "run", "nice", "digits", 0.2, options=lb.TINY_OPTIONS["nice"], n_test=20,
+                     threads=1)
+    assert temperatures == [1.0, lb.FALLBACK_TEMPERATURE]
+    assert row["error"] is None and row["sample_temperature"] == 0.7
+    assert row["sample_note"] == "at T = 1, 4 of 16 draws overflowed"
+    assert lb.table_rows([row])[0][9] == 0.7
+
+    def other_failure(*args, **kwargs):
+        raise DensitylabError("something else")
+
+    monkeypatch.setattr(lb, "draw", other_failure)
+    row = lb.measure(tmp_path / "run2", "nice", "digits", 0.2, options=lb.TINY_OPTIONS["nice"], n_test=20,
+                     threads=1)
+    assert row["error"] == "sampling failed: DensitylabError: something else"
+
+
 def fake_measure(scores, failing=()):
     def measure(run_dir, model, data, train_seconds, seed=0, options=None, n_bits=None, n_test=None,
                 threads=None):
@@ -95,7 +124,8 @@ def fake_measure(scores, failing=()):
                 "bound": "exact" if family == "autoregressive" else lb.FLOW_BOUND, "parameters": 10,
                 "steps": 5, "images_per_s": 100.0 + bpd, "sample_seconds": 0.5, "levels": levels,
                 "samples": torch.randint(0, levels, (lb.SAMPLES, 1, 8, 8)), "test_images": 297,
-                "error": "sampling failed: boom" if model in failing else None}
+                "error": "sampling failed: boom" if model in failing else None,
+                "sample_temperature": 1.0, "sample_note": None}
 
     return measure
 

@@ -21,6 +21,8 @@ VECTOR = ((3,), 0)
 TINY: dict[str, dict] = {
     "realnvp": {"n_scales": 2, "couplings_per_mask": 2, "final_couplings": 2, "hidden_channels": 8},
     "nice": {"couplings": 4, "hidden_features": 16, "hidden_layers": 2},
+    "realnvp_vector": {"couplings": 3, "hidden_features": 16, "hidden_layers": 1},
+    "glow_vector": {"steps": 2, "hidden_features": 16},
     "glow": {"n_levels": 2, "steps_per_level": 2, "hidden_channels": 8},
     "maf": {"n_transforms": 2, "hidden_sizes": [16, 16]},
     "iaf": {"n_transforms": 2, "hidden_sizes": [16, 16]},
@@ -129,3 +131,18 @@ def test_a_non_finite_sample_is_an_error_not_an_image(monkeypatch):
     monkeypatch.setattr(model, "sample_continuous", lambda n, *args, **kwargs: overflow[:n])
     with pytest.raises(DensitylabError, match="1 of 3 samples came out non-finite"):
         model.sample(3)
+
+
+def test_a_float32_overflow_is_sampled_again_in_float64():
+    """A huge contraction (log-scale -100: exp(100) overflows float32) inverted on prior noise: the
+    float32 pass gives inf - inf = NaN in the couplings; the same noise through a float64 copy
+    gives the exact samples, pixels at the edges of the range."""
+    torch.manual_seed(0)
+    model = randomize_(build_model("nice", (1, 2, 2), 8, TINY["nice"]), 0.3)
+    with torch.no_grad():
+        model.transform.transforms[-1].log_scale.fill_(-100.0)
+    raw = model.sample_continuous(4, generator=torch.Generator().manual_seed(5))
+    assert not torch.isfinite(raw).all()  # the float32 pass overflows
+    samples = model.sample(4, generator=torch.Generator().manual_seed(5))
+    expected = model.double().sample(4, generator=torch.Generator().manual_seed(5))
+    assert samples.dtype == torch.long and torch.equal(samples, expected)

@@ -17,7 +17,7 @@ import torch
 
 from densitylab.data import download, toy
 from densitylab.data.idx import read_idx
-from densitylab.data.transforms import requantize
+from densitylab.data.transforms import downsample, requantize
 from densitylab.errors import DensitylabError
 
 
@@ -102,6 +102,16 @@ def _idx_dataset(remote: download.RemoteDataset) -> Callable[[str | None], Image
         )
 
     return load
+
+
+def _downsampled(load: Callable[[str | None], ImageData], name: str,
+                 factor: int) -> Callable[[str | None], ImageData]:
+    def load_small(data_dir: str | None) -> ImageData:
+        data = load(data_dir)
+        return ImageData(name, downsample(data.train, factor), downsample(data.test, factor),
+                         data.levels, data.train_labels, data.test_labels)
+
+    return load_small
 
 
 def _mnist5k(data_dir: str | None) -> ImageData:
@@ -273,6 +283,9 @@ DATASETS: dict[str, DatasetInfo] = {
                     "(the course's 1D flow demo), 20,000 / 5,000", _toy("gaps-1d")),
         DatasetInfo("fashion-mnist", "Fashion-MNIST 28x28, 8-bit (60,000 / 10,000); Debian's "
                     "dataset-fashion-mnist or downloaded", _idx_dataset(download.FASHION_MNIST)),
+        DatasetInfo("fashion-mnist-14", "Fashion-MNIST downsampled to 14x14 (mean of each 2x2 "
+                    "block, 8-bit), for slow models such as FFJORD",
+                    _downsampled(_idx_dataset(download.FASHION_MNIST), "fashion-mnist-14", 2)),
     )
 }
 

@@ -3,6 +3,8 @@
 - ``requantize``: ``floor(x * K_out / K_in)``. From 8 bits this is ``x >> (8 - n_bits)``; to one
   bit it is the binarization rule used everywhere in densitylab: a pixel is 1 when it is at least
   half the native range (``x >= 128`` for 8-bit data), else 0.
+- ``downsample``: the mean of each ``f x f`` block of pixels, rounded to the nearest level (the
+  14x14 Fashion-MNIST of the benchmarks of slow models).
 - ``uniform_dequantize``: ``v = x + u, u ~ U[0,1)^D``, returned divided by K, so in ``[0, 1)``.
 """
 
@@ -16,6 +18,17 @@ def requantize(x: torch.Tensor, from_levels: int, to_levels: int) -> torch.Tenso
     if from_levels == to_levels:
         return x
     return (x.long() * to_levels // from_levels).to(x.dtype)
+
+
+def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``(N, C, H, W)`` integer images -> ``(N, C, H/f, W/f)``: each ``f x f`` block's mean, rounded
+    half up, in the input's dtype (so the levels stay the same)."""
+    n, c, h, w = x.shape
+    if h % factor or w % factor:
+        raise ValueError(f"cannot downsample {h}x{w} images by {factor}")
+    blocks = x.long().reshape(n, c, h // factor, factor, w // factor, factor).sum((3, 5))
+    area = factor * factor
+    return ((2 * blocks + area) // (2 * area)).to(x.dtype)
 
 
 def binarize(x: torch.Tensor, levels: int = 256) -> torch.Tensor:

@@ -128,6 +128,14 @@ def hidden_degrees(sizes: list[int], dim: int, generator: torch.Generator) -> li
     return degrees
 
 
+def sequential_degrees(sizes: list[int], dim: int) -> list[torch.Tensor]:
+    """Degrees of each hidden layer cycling through ``1 .. D - 1`` (``k % (D - 1) + 1`` for unit
+    ``k``): the "sequential" degrees of the MAF paper's code, every degree as often as the width
+    allows (with fewer units than ``D - 1``, the degrees ``1 .. width``)."""
+    top = max(1, dim - 1)
+    return [torch.arange(size) % top + min(1, dim - 1) for size in sizes]
+
+
 def made_masks(
     input_degrees: torch.Tensor, hidden: list[torch.Tensor], outputs_per_dim: int
 ) -> list[torch.Tensor]:

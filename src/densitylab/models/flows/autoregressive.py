@@ -45,11 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densitylab.models.autoregressive.made import hidden_degrees, made_masks
+from densitylab.models.autoregressive.made import hidden_degrees, made_masks, sequential_degrees
 from densitylab.models.flows.splines import rational_quadratic_spline, spline_params_per_dim
 from densitylab.models.flows.transforms import Transform
 
 TRANSFORMS = ("affine", "spline")
+DEGREES = ("sequential", "random")
 
 Layout = tuple[tuple[int, int, int], ...]  # per row block: (rows, width, full), top to bottom
 
@@ -229,15 +230,22 @@ class StaircaseLinear(nn.Module):
 class MADEConditioner(nn.Module):
     """MADE on inputs given in their autoregressive order (input ``k`` has degree ``k + 1``):
     ``(B, D) -> (B, D, P)``, the ``P`` outputs of position ``k`` reading only inputs ``< k``.
-    Hidden degrees are drawn as in MADE (``made.hidden_degrees``) and sorted; ReLU between layers;
-    the last layer starts at zero."""
+    Hidden degrees: ``sequential`` (the MAF paper's code: unit ``k`` of every layer has degree
+    ``k % (D - 1) + 1``, ``made.sequential_degrees``) or ``random`` (drawn as in MADE,
+    ``made.hidden_degrees``, with ``seed``), sorted; ReLU between layers; the last layer starts
+    at zero."""
 
     def __init__(self, dim: int, hidden_sizes: list[int], params_per_dim: int, seed: int = 0,
-                 blocks: int = 8) -> None:
+                 blocks: int = 8, degrees: str = "sequential") -> None:
         super().__init__()
+        if degrees not in DEGREES:
+            raise ValueError(f"degrees must be one of {', '.join(DEGREES)}, got {degrees!r}")
         self.dim, self.params_per_dim = dim, params_per_dim
-        generator = torch.Generator().manual_seed(seed)
-        hidden = [d.sort().values for d in hidden_degrees(list(hidden_sizes), dim, generator)]
+        if degrees == "random":
+            drawn = hidden_degrees(list(hidden_sizes), dim, torch.Generator().manual_seed(seed))
+        else:
+            drawn = sequential_degrees(list(hidden_sizes), dim)
+        hidden = [d.sort().values for d in drawn]
         masks = made_masks(torch.arange(1, dim + 1), hidden, params_per_dim)
         self.layers = nn.ModuleList(StaircaseLinear(mask, blocks) for mask in masks)
         with torch.no_grad():
@@ -311,7 +319,8 @@ class MaskedAutoregressiveTransform(Transform):
     ``order``: the autoregressive order, a permutation of ``0..D-1`` (``order[k]`` is the ``k``-th
     dimension; default ``0..D-1``). ``transform``: ``"affine"`` or ``"spline"`` (``bins`` bins on
     ``[-tail_bound, tail_bound]``, identity outside). ``scale_bound``: the affine log-scale's
-    soft clamp. ``seed`` draws the MADE degrees. ``blocks``: row blocks per layer (speed only).
+    soft clamp. ``degrees``: the MADE's hidden degrees, ``sequential`` or ``random`` (drawn with
+    ``seed``). ``blocks``: row blocks per layer (speed only).
     """
 
     def __init__(
@@ -325,6 +334,7 @@ class MaskedAutoregressiveTransform(Transform):
         scale_bound: float = 3.0,
         seed: int = 0,
         blocks: int = 8,
+        degrees: str = "sequential",
     ) -> None:
         super().__init__()
         if transform not in TRANSFORMS:
@@ -342,7 +352,7 @@ class MaskedAutoregressiveTransform(Transform):
         self.register_buffer("inverse_order", order.argsort(), persistent=False)
         self.natural_order = bool(torch.equal(order, torch.arange(dim)))
         per_dim = 2 if transform == "affine" else spline_params_per_dim(bins)
-        self.net = MADEConditioner(dim, hidden_sizes, per_dim, seed, blocks)
+        self.net = MADEConditioner(dim, hidden_sizes, per_dim, seed, blocks, degrees)
 
     # ----- the elementwise maps, in the ordered layout -------------------------------------------
     def _affine(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,9 +18,10 @@ direction can blow up, and the network's last layer starts at zero so every coup
 the identity.
 
 Also here: Glow's channel coupling (Kingma & Dhariwal, 2018), ``z_b = (x_b + t(x_a)) * sigmoid(
-r(x_a) + 2)``, ``log|det| = sum log sigmoid(r + 2)``; and NICE's additive coupling of vectors
-(Dinh, Krueger & Bengio, 2015), ``z_b = x_b + m(x_a)`` with even/odd coordinates as the two parts,
-``log|det| = 0``.
+r(x_a) + 2)``, ``log|det| = sum log sigmoid(r + 2)`` (of image channels or vector coordinates);
+and the couplings of vectors with the even and odd coordinates as the two parts: NICE's additive
+one (Dinh, Krueger & Bengio, 2015), ``z_b = x_b + m(x_a)``, ``log|det| = 0``, and RealNVP's affine
+one, ``z_b = x_b * exp(s(x_a)) + t(x_a)``.
 """
 
 from __future__ import annotations
@@ -161,15 +162,20 @@ scales near 0 and sampling overflowed to infinity.
     The scale lies in ``(0, 1)`` (as in Glow), so the data -> noise direction never expands and
     the ``+ 2`` starts it near 0.88; ``NN``'s last layer is zero, so it starts as a fixed
     contraction by ``sigmoid(2)`` with zero shift. (The 1x1 convolutions between couplings mix the
-    channels, so no parity is needed.)
+    channels, so no parity is needed.) ``vectors=True`` couples the coordinates of ``(B, D)``
+    vectors (first ``D // 2`` against the rest) with an MLP of ``hidden_layers + 1`` hidden
+    layers in place of the conv net.
     """
 
-    def __init__(self, channels: int, hidden: int = 64, hidden_layers: int = 1) -> None:
+    def __init__(self, channels: int, hidden: int = 64, hidden_layers: int = 1,
+                 vectors: bool = False) -> None:
         super().__init__()
         if channels < 2:
             raise ValueError(f"a channel coupling needs at least 2 channels, got {channels}")
         self.split = channels // 2
-        self.net = CouplingNet(self.split, 2 * (channels - self.split), hidden, hidden_layers)
+        out = 2 * (channels - self.split)
+        self.net = (MLP(self.split, out, hidden, hidden_layers + 1) if vectors
+                    else CouplingNet(self.split, out, hidden, hidden_layers))
 
     def _shift_log_scale(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t, r = self.net(a).chunk(2, dim=1)
@@ -208,28 +214,77 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-class AdditiveCoupling(Transform):
-    """NICE's coupling of vectors ``(B, D)``: ``z_b = x_b + m(x_a)``, ``z_a = x_a``, ``log|det| = 0``.
+class EvenOddCoupling(Transform):
+    """A coupling of vectors ``(B, D)`` whose two parts are the even and the odd coordinates.
 
-    Parity 0 conditions on the even coordinates and shifts the odd ones; parity 1 the reverse.
-    ``m`` is an MLP whose last layer starts at zero (identity coupling).
+    Parity 0 conditions on the even coordinates and transforms the odd ones; parity 1 the
+    reverse, so two consecutive couplings of opposite parity transform every coordinate.
+    Subclasses give the per-coordinate map of the transformed part: ``_couple(x_b, x_a)`` and
+    ``_uncouple(z_b, x_a)``, each returning the new part and its ``log|det|``.
     """
 
-    def __init__(self, dim: int, parity: int, hidden: int = 256, layers: int = 4) -> None:
+    def __init__(self, dim: int, parity: int) -> None:
         super().__init__()
         if dim < 2:
             raise ValueError(f"a coupling needs at least 2 dimensions, got {dim}")
         index = torch.arange(dim)
         self.register_buffer("index_a", index[index % 2 == parity], persistent=False)
         self.register_buffer("index_b", index[index % 2 != parity], persistent=False)
-        self.m = MLP(len(self.index_a), len(self.index_b), hidden, layers)
 
-    def _shift(self, x: torch.Tensor) -> torch.Tensor:
-        shift = self.m(x[:, self.index_a]).to(x.dtype)  # bf16/fp16 under autocast
-        return torch.zeros_like(x).index_copy_(1, self.index_b, shift)
+    def _couple(self, x_b, x_a):
+        raise NotImplementedError
+
+    def _uncouple(self, z_b, x_a):
+        raise NotImplementedError
+
+    def _with_part(self, x: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        return x.index_copy(1, self.index_b, part.to(x.dtype))  # bf16/fp16 under autocast
 
     def forward(self, x, cond=None):
-        return x + self._shift(x), x.new_zeros(x.shape[0])
+        z_b, logabsdet = self._couple(x[:, self.index_b], x[:, self.index_a])
+        return self._with_part(x, z_b), logabsdet
 
     def inverse(self, z, cond=None):
-        return z - self._shift(z), z.new_zeros(z.shape[0])
+        x_b, logabsdet = self._uncouple(z[:, self.index_b], z[:, self.index_a])
+        return self._with_part(z, x_b), logabsdet
+
+
+class AdditiveCoupling(EvenOddCoupling):
+    """NICE's coupling of vectors: ``z_b = x_b + m(x_a)``, ``z_a = x_a``, ``log|det| = 0``.
+
+    ``m`` is an MLP whose last layer starts at zero (identity coupling).
+    """
+
+    def __init__(self, dim: int, parity: int, hidden: int = 256, layers: int = 4) -> None:
+        super().__init__(dim, parity)
+        self.m = MLP(len(self.index_a), len(self.index_b), hidden, layers)
+
+    def _couple(self, x_b, x_a):
+        return x_b + self.m(x_a), x_b.new_zeros(x_b.shape[0])
+
+    def _uncouple(self, z_b, x_a):
+        return z_b - self.m(x_a), z_b.new_zeros(z_b.shape[0])
+
+
+class AffineVectorCoupling(EvenOddCoupling):
+    """RealNVP's affine coupling of vectors: ``z_b = x_b * exp(s(x_a)) + t(x_a)``,
+    ``log|det| = sum s``, with ``s = scale * tanh(s_raw)`` bounded by a learned per-coordinate
+    ``scale`` (as :class:`AffineCoupling`) and an MLP whose last layer starts at zero."""
+
+    def __init__(self, dim: int, parity: int, hidden: int = 128, layers: int = 2) -> None:
+        super().__init__(dim, parity)
+        width = len(self.index_b)
+        self.net = MLP(len(self.index_a), 2 * width, hidden, layers)
+        self.scale = nn.Parameter(torch.ones(width))
+
+    def _scale_shift(self, x_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw_s, t = self.net(x_a).chunk(2, dim=1)
+        return self.scale * torch.tanh(raw_s), t
+
+    def _couple(self, x_b, x_a):
+        s, t = self._scale_shift(x_a)
+        return x_b * torch.exp(s) + t, s.sum(1)
+
+    def _uncouple(self, z_b, x_a):
+        s, t = self._scale_shift(x_a)
+        return (z_b - t) * torch.exp(-s), -s.sum(1)

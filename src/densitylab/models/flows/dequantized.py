@@ -17,6 +17,7 @@ density in nats, and ``sample`` returns real values.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -91,14 +92,28 @@ class DequantizedFlow(DensityModel):
 
     @torch.no_grad()
     def sample(self, n, cond=None, temperature=1.0, generator=None):
-        """``n`` samples; a non-finite value (an inverse that overflowed) is an error, never a
-        silently wrong image."""
+        """``n`` samples. Where the inverse overflows in float32 (a trained flow can map a
+        prior draw far out, e.g. Glow's contracting couplings inverted), the same noise is run
+        through a float64 copy of the model, which gives the exact sample; a value that is still
+        non-finite is an error, never a silently wrong image."""
+        if generator is None:  # a generator of our own, so the noise can be replayed
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        state = generator.get_state()
         y = self.sample_continuous(n, cond, temperature, generator)
-        bad = int((~torch.isfinite(y)).flatten(1).any(1).sum())
-        if bad:
+        bad = ~torch.isfinite(y).flatten(1).all(1)
+        if bad.any() and self.dtype != torch.float64:
+            generator.set_state(state)
+            wide = copy.deepcopy(self).double()
+            wide_cond = cond.double() if cond is not None and cond.is_floating_point() else cond
+            y64 = wide.sample_continuous(n, wide_cond, temperature, generator)
+            rows = bad.view(-1, *([1] * (y.dim() - 1)))
+            y = torch.where(rows, y64.to(y.dtype), y)
+            bad = ~torch.isfinite(y).flatten(1).all(1)
+        if bad.any():
             raise DensitylabError(
-                f"{bad} of {n} samples came out non-finite (the flow's inverse overflowed); "
-                "sample with a lower --temperature or train the model longer"
+                f"{int(bad.sum())} of {n} samples came out non-finite (the flow's inverse "
+                "overflowed, even in float64); sample with a lower --temperature or train the "
+                "model longer"
             )
         if self.continuous:
             return y

@@ -12,7 +12,8 @@ C*H*W``; continuous toys (``levels == 0``) go in as they are. Density evaluation
 one MADE pass per transform; sampling takes ``D`` sequential passes per transform.
 
 Deviations: no batch normalisation between transforms (each ``T_k`` starts as the identity
-instead, so a model's output never depends on the batch); ``alpha`` is soft-clamped
+instead, so a model's output never depends on the batch; ``actnorm=True`` puts a data-initialised
+ActNorm after each transform, Glow's batch-independent stand-in for it); ``alpha`` is soft-clamped
 (``scale_bound``). ``prior="logistic"`` with ``alpha=0`` is exactly uniform on ``[0,1)^D`` at
 initialisation (a sanity anchor). Parameter counts are of the stored weights: the masked upper
 triangle of each MADE layer is not stored (see ``autoregressive.py``), so the paper-sized model
@@ -26,10 +27,17 @@ from dataclasses import dataclass, field
 import torch
 
 from densitylab.models.base import register_model
-from densitylab.models.flows.autoregressive import TRANSFORMS, MaskedAutoregressiveTransform
+from densitylab.models.flows.autoregressive import DEGREES, TRANSFORMS, MaskedAutoregressiveTransform
 from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.priors import PRIORS
-from densitylab.models.flows.transforms import CompositeTransform, LogitTransform, Transform
+from densitylab.models.flows.transforms import (
+    ActNorm,
+    AsChannels,
+    CompositeTransform,
+    LogitTransform,
+    Transform,
+    initialize_actnorms,
+)
 
 PERMUTATIONS = ("reverse", "random")
 
@@ -50,6 +58,10 @@ class MAFConfig:
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
     prior: str = "gaussian"  # or "logistic"
     permutation: str = "reverse"  # one of PERMUTATIONS
+    # MADE hidden degrees: "random" (MADE's) or "sequential" (the MAF paper's code); 2-minute
+    # Fashion-MNIST runs: random 4.283 bits/dim at 942 images/s, sequential 4.341 at 880
+    degrees: str = "random"
+    actnorm: bool = False  # ActNorm after each transform (in place of the paper's batch norm)
     seed: int = 0
 
 
@@ -64,6 +76,8 @@ def check_config(config: MAFConfig) -> MAFConfig:
         raise ValueError(f"n_transforms must be at least 1, got {config.n_transforms}")
     if config.transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {config.transform!r}")
+    if config.degrees not in DEGREES:
+        raise ValueError(f"degrees must be one of {', '.join(DEGREES)}, got {config.degrees!r}")
     if config.permutation not in PERMUTATIONS:
         raise ValueError(f"permutation must be one of {', '.join(PERMUTATIONS)}, "
                          f"got {config.permutation!r}")
@@ -82,13 +96,15 @@ def orders(config: MAFConfig, dim: int) -> list[torch.Tensor]:
 
 
 def autoregressive_stack(config: MAFConfig, dim: int) -> CompositeTransform:
-    """``T_n o ... o T_1``, data -> noise, each ``T_k`` one MADE pass."""
-    transforms: list[Transform] = [
-        MaskedAutoregressiveTransform(
+    """``T_n o ... o T_1``, data -> noise, each ``T_k`` one MADE pass (followed by ActNorm when
+    ``config.actnorm``)."""
+    transforms: list[Transform] = []
+    for k, order in enumerate(orders(config, dim)):
+        transforms.append(MaskedAutoregressiveTransform(
             dim, config.hidden_sizes, order, config.transform, config.bins, config.tail_bound,
-            config.scale_bound, seed=config.seed * 1000 + k)
-        for k, order in enumerate(orders(config, dim))
-    ]
+            config.scale_bound, seed=config.seed * 1000 + k, degrees=config.degrees))
+        if config.actnorm:
+            transforms.append(AsChannels(ActNorm(dim)))
     return CompositeTransform(transforms)
 
 
@@ -106,6 +122,11 @@ class AutoregressiveFlow(Flow):
         self.prior = config.prior
         if not self.continuous:
             self.preprocess = LogitTransform(config.alpha)
+
+    def initialize_from_data(self, x: torch.Tensor) -> None:
+        """ActNorm's data-dependent init (``actnorm=True``; MAF only: an IAF's data -> noise
+        direction runs each ActNorm's inverse, so there they start as the identity)."""
+        initialize_actnorms(self, x)
 
     def log_density(self, y, cond=None):
         _unconditional(cond)

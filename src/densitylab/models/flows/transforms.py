@@ -153,6 +153,23 @@ class ActNorm(Transform):
         return x, logabsdet.expand(z.shape[0])
 
 
+class AsChannels(Transform):
+    """Applies a per-channel image transform (ActNorm, the 1x1 convolution) to ``(B, D)``
+    vectors, each coordinate a channel of a 1x1 image: ``(B, D) -> (B, D, 1, 1) -> (B, D)``."""
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__()
+        self.inner = transform
+
+    def forward(self, x, cond=None):
+        z, logabsdet = self.inner(x[:, :, None, None], cond)
+        return z.flatten(1), logabsdet
+
+    def inverse(self, z, cond=None):
+        x, logabsdet = self.inner.inverse(z[:, :, None, None], cond)
+        return x.flatten(1), logabsdet
+
+
 @torch.no_grad()
 def initialize_actnorms(model: nn.Module, x: torch.Tensor, max_images: int = 512) -> None:
     """Data-dependent init of every :class:`ActNorm` in ``model`` (a ``DequantizedFlow``): one
