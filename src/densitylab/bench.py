@@ -57,6 +57,7 @@ def fixed_budget(
         "minutes": minutes,
         "parameters": sum(p.numel() for p in model_.parameters()),
         "steps": trainer.state.step,
+        "skipped_steps": trainer.state.skipped_steps,  # non-finite losses or gradients
         "train_images_per_s": trainer.state.step * batch_size / trainer.state.train_seconds,
         "test_images": test_images,
         "test_bits_per_dim": test_bpd,
