@@ -16,6 +16,7 @@ def _randomize(module):
 
 TRANSFORMS = {
     "logit": lambda: LogitTransform(0.05),
+    "logit-small-alpha": lambda: LogitTransform(1e-6),
     "squeeze": lambda: Squeeze(),
     "actnorm": lambda: _randomize(ActNorm(2)),
     "coupling-checkerboard-0": lambda: _randomize(AffineCoupling(2, "checkerboard", 0, 8)),
@@ -55,3 +56,13 @@ def test_couplings_start_as_identity():
     x = torch.randn(2, 2, 4, 4)
     z, logdet = coupling(x)
     assert torch.equal(z, x) and torch.equal(logdet, torch.zeros(2))
+
+
+def test_logit_with_a_small_alpha_keeps_float32_precision_near_one():
+    """With alpha = 1e-6, s = alpha + (1 - 2 alpha) y rounds near 1 in float32; the logit and its
+    log-determinant are computed from 1 - y instead, and match float64 to float32 precision."""
+    y = torch.tensor([[0.0, 1e-9, 0.5, 1 - 2**-20, 1 - 2**-24]])
+    z32, logdet32 = LogitTransform(1e-6)(y)
+    z64, logdet64 = LogitTransform(1e-6)(y.double())
+    torch.testing.assert_close(z32.double(), z64, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(logdet32.double(), logdet64, rtol=1e-6, atol=1e-4)

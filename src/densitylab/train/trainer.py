@@ -36,6 +36,7 @@ from densitylab.runtime import keep_large_allocations_in_heap
 from densitylab.train import checkpoint as ckpt
 from densitylab.train import distributed
 from densitylab.train.files import atomic_write_json, atomic_write_text
+from densitylab.train.gradients import clip_gradient_norm
 from densitylab.train.precision import TrainingLoss, autocast_dtype
 from densitylab.viz.grid import save_grid
 
@@ -313,7 +314,7 @@ class Trainer:
         else:  # fp16: a scaled loss, so that small gradients do not underflow
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        grad_norm = clip_gradient_norm(self.model.parameters(), self.config.grad_clip)
         if self.scaler is not None:  # on overflowing gradients it skips the step, lowers the scale
             self.scaler.step(self.optimizer)
             self.scaler.update()

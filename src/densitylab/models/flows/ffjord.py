@@ -33,7 +33,13 @@ from densitylab.models.base import register_model
 from densitylab.models.flows.cnf import CNF, ConcatConvNet, ConcatSquashMLP
 from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.priors import prior_sample
-from densitylab.models.flows.transforms import CompositeTransform, LogitTransform, Squeeze, Transform
+from densitylab.models.flows.transforms import (
+    DEFAULT_LOGIT_ALPHA,
+    CompositeTransform,
+    LogitTransform,
+    Squeeze,
+    Transform,
+)
 
 
 @dataclass
@@ -68,7 +74,7 @@ class FFJORDConfig:
     eval_exact_max_dim: int = 16
     end_time: float = 1.0
     learn_end_time: bool = False
-    alpha: float = 0.05
+    alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
 
 

@@ -41,6 +41,7 @@ from densitylab.models.flows.coupling import GlowCoupling
 from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.invconv import InvConv1x1
 from densitylab.models.flows.transforms import (
+    DEFAULT_LOGIT_ALPHA,
     ActNorm,
     CompositeTransform,
     LogitTransform,
@@ -174,7 +175,7 @@ class GlowConfig:
     hidden_channels: int = 64
     hidden_layers: int = 1
     preprocess: str = "logit"
-    alpha: float = 0.05
+    alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
     learn_top: bool = True
 

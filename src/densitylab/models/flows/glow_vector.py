@@ -29,6 +29,7 @@ from densitylab.models.flows.coupling import GlowCoupling
 from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.invconv import InvConv1x1
 from densitylab.models.flows.transforms import (
+    DEFAULT_LOGIT_ALPHA,
     ActNorm,
     AsChannels,
     CompositeTransform,
@@ -47,7 +48,7 @@ class GlowVectorConfig:
     steps: int = 8
     hidden_features: int = 128
     hidden_layers: int = 1
-    alpha: float = 0.05
+    alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
 
 

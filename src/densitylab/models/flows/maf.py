@@ -31,6 +31,7 @@ from densitylab.models.flows.autoregressive import DEGREES, TRANSFORMS, MaskedAu
 from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.priors import PRIORS
 from densitylab.models.flows.transforms import (
+    DEFAULT_LOGIT_ALPHA,
     ActNorm,
     AsChannels,
     CompositeTransform,
@@ -54,7 +55,7 @@ class MAFConfig:
     bins: int = 8
     tail_bound: float = 5.0
     scale_bound: float = 3.0
-    alpha: float = 0.05
+    alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
     prior: str = "gaussian"  # or "logistic"
     permutation: str = "reverse"  # one of PERMUTATIONS

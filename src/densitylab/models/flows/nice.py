@@ -33,7 +33,12 @@ from densitylab.models.base import register_model
 from densitylab.models.flows.coupling import AdditiveCoupling
 from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.priors import check_prior
-from densitylab.models.flows.transforms import CompositeTransform, LogitTransform, Transform
+from densitylab.models.flows.transforms import (
+    DEFAULT_LOGIT_ALPHA,
+    CompositeTransform,
+    LogitTransform,
+    Transform,
+)
 
 PREPROCESSING = ("logit", "none")
 
@@ -61,7 +66,7 @@ class NICEConfig:
     hidden_features: int = 512
     hidden_layers: int = 4
     preprocess: str = "logit"
-    alpha: float = 0.05
+    alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
     prior: str = "logistic"
 

@@ -30,6 +30,7 @@ from densitylab.models.base import register_model
 from densitylab.models.flows.coupling import SPATIAL_MASKS, AffineCoupling
 from densitylab.models.flows.dequantized import DequantizedFlow
 from densitylab.models.flows.transforms import (
+    DEFAULT_LOGIT_ALPHA,
     ActNorm,
     CompositeTransform,
     LogitTransform,
@@ -51,7 +52,7 @@ class RealNVPConfig:
     final_couplings: int = 4
     hidden_channels: int = 32
     hidden_layers: int = 1
-    alpha: float = 0.05
+    alpha: float = DEFAULT_LOGIT_ALPHA
     prior: str = "gaussian"
     actnorm: bool = True
     mask: str = "checkerboard"

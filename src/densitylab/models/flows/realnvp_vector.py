@@ -28,6 +28,7 @@ from densitylab.models.flows.coupling import AffineVectorCoupling
 from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.priors import check_prior
 from densitylab.models.flows.transforms import (
+    DEFAULT_LOGIT_ALPHA,
     ActNorm,
     AsChannels,
     CompositeTransform,
@@ -48,7 +49,7 @@ class RealNVPVectorConfig:
     hidden_layers: int = 2
     actnorm: bool = True
     prior: str = "gaussian"
-    alpha: float = 0.05
+    alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
 
 

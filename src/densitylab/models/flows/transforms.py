@@ -50,6 +50,15 @@ class CompositeTransform(Transform):
         return z, total
 
 
+# The logit map's default margin for discrete data. Small, like the 1e-6 of the RealNVP and MAF
+# papers on MNIST, not RealNVP's 0.05 for CIFAR-10: on 8-bit Fashion-MNIST, where most pixels are
+# 0, a small margin spreads the bin of 0 over a wide range of logits instead of a sliver that the
+# flow must contract. 2-minute Fashion-MNIST runs (benchmarks/fixed_budget.py protocol), bits/dim
+# at alpha = 0.05 -> 1e-6: MAF 4.284 -> 3.970, RealNVP 3.726 -> 3.480, Glow 4.110 -> 3.535, NICE
+# 5.881 -> 4.220; at 1e-4: MAF 3.945, RealNVP 3.478 (MAF at 0.15: 4.486, 0.01: 4.053, 0: 3.958).
+DEFAULT_LOGIT_ALPHA = 1e-4
+
+
 class LogitTransform(Transform):
     """``y in [0,1) -> logit(alpha + (1 - 2 alpha) y)`` (RealNVP's preprocessing).
 
@@ -57,16 +66,20 @@ class LogitTransform(Transform):
     ``alpha`` keeps the logit finite at the edges of ``[0, 1)``.
     """
 
-    def __init__(self, alpha: float = 0.05) -> None:
+    def __init__(self, alpha: float = DEFAULT_LOGIT_ALPHA) -> None:
         super().__init__()
         if not 0 <= alpha < 0.5:
             raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
         self.alpha = alpha
 
     def forward(self, x, cond=None):
+        # 1 - s from 1 - x, not from s: with a small alpha, s rounds near 1 in float32 and
+        # log(1 - s) would lose most of its digits there (1 - x is exact for x >= 1/2)
         s = self.alpha + (1 - 2 * self.alpha) * x
-        s = s.clamp(1e-7, 1 - 1e-7) if self.alpha == 0 else s
-        log_s, log_1ms = torch.log(s), torch.log1p(-s)
+        one_minus_s = self.alpha + (1 - 2 * self.alpha) * (1 - x)
+        if self.alpha == 0:
+            s, one_minus_s = s.clamp_min(1e-7), one_minus_s.clamp_min(1e-7)
+        log_s, log_1ms = torch.log(s), torch.log(one_minus_s)
         logabsdet = math.log(1 - 2 * self.alpha) - log_s - log_1ms
         return log_s - log_1ms, logabsdet.flatten(1).sum(1)
 
