@@ -28,7 +28,9 @@ reproduce ``benchmarks/fixed_budget.py``):
   model is built; ``torch.set_num_threads(--threads)`` (2) and
   ``keep_large_allocations_in_heap()`` once for all entries.
 - likelihood: ``y = (x + u) / 256`` with ``u ~ U[0, 1)`` (``uniform_dequantize``), RealNVP's
-  ``h = logit(0.05 + 0.9 y)`` with its log-determinant (``LogitTransform(0.05)``), and the flow's
+  ``h = logit(alpha + (1 - 2 alpha) y)`` with its log-determinant (``LogitTransform``, alpha =
+  densitylab's default margin ``DEFAULT_LOGIT_ALPHA``, 1e-4; ``--alpha`` sets another for every
+  entry), and the flow's
   ``log p(h)`` (peers: of ``h`` flattened for the MAFs, of the (1, 28, 28) image for Glow), so
   ``log P(x) >= log p(h) + log|dh/dy| - D log 256``: the dequantization bound densitylab's flows
   report (they do the same steps inside ``log_prob``; checked at start-up, see ``check_protocol``).
@@ -68,14 +70,12 @@ from torch import nn
 from densitylab.data import ImageData, load_dataset, uniform_dequantize
 from densitylab.errors import DensitylabError
 from densitylab.models.base import build_model
-from densitylab.models.flows.transforms import LogitTransform
+from densitylab.models.flows.transforms import DEFAULT_LOGIT_ALPHA, LogitTransform
 from densitylab.runtime import keep_large_allocations_in_heap
 
 SHAPE = (1, 28, 28)
 LEVELS = 256
 DIM = math.prod(SHAPE)
-ALPHA = 0.05
-LOGIT = LogitTransform(ALPHA)
 SEED = 0
 WARMUP_STEPS = 100
 MIN_LR_FRACTION = 0.02
@@ -106,17 +106,17 @@ class Built:
 class Entry:
     library: str
     lr: float
-    build: Callable[[], Built]
+    build: Callable[[LogitTransform], Built]
     description: str
 
 
 # ----- the shared preprocessing and scoring of the peers ---------------------------------------
 def bound_from_density(log_density: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                       generator: torch.Generator) -> torch.Tensor:
+                       generator: torch.Generator, logit: LogitTransform) -> torch.Tensor:
     """``log p(h) + log|dh/dy| - D log 256`` for ``h = logit(alpha + (1 - 2 alpha) y)``,
     ``y = (x + u) / 256``: the bound densitylab's flows compute inside ``log_prob``."""
     y = uniform_dequantize(x, LEVELS, generator)
-    h, logdet = LOGIT(y)
+    h, logdet = logit(y)
     log_p = log_density(h)
     if log_p.shape != (x.shape[0],):
         raise RuntimeError(f"a peer's log_prob returned shape {tuple(log_p.shape)}, expected "
@@ -124,25 +124,25 @@ def bound_from_density(log_density: Callable[[torch.Tensor], torch.Tensor], x: t
     return log_p + logdet - DIM * math.log(LEVELS)
 
 
-def images_from_h(h: torch.Tensor) -> torch.Tensor:
+def images_from_h(h: torch.Tensor, logit: LogitTransform) -> torch.Tensor:
     """Peer samples ``h`` -> integer images; non-finite ``h`` is a :class:`SampleError`."""
     h = h.reshape(-1, *SHAPE)
     bad = ~torch.isfinite(h).flatten(1).all(1)
     if bad.any():
         raise SampleError(f"{int(bad.sum())} of {len(h)} samples came out non-finite")
-    y, _ = LOGIT.inverse(h)
+    y, _ = logit.inverse(h)
     return (y * LEVELS).floor().clamp_(0, LEVELS - 1).long()
 
 
 def peer(module: nn.Module, log_density: Callable[[torch.Tensor], torch.Tensor],
-         draw: Callable[[int], torch.Tensor]) -> Built:
+         draw: Callable[[int], torch.Tensor], logit: LogitTransform) -> Built:
     def log_prob(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return bound_from_density(log_density, x, generator)
+        return bound_from_density(log_density, x, generator, logit)
 
     def sample(n: int, seed: int) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):  # the peers draw from the global generator
             torch.manual_seed(seed)
-            return images_from_h(draw(n))
+            return images_from_h(draw(n), logit)
 
     def initialize(x: torch.Tensor) -> None:  # a first pass (normflows' ActNorm initialises on it)
         module.train()
@@ -153,9 +153,9 @@ def peer(module: nn.Module, log_density: Callable[[torch.Tensor], torch.Tensor],
 
 
 # ----- the entries --------------------------------------------------------------------------------
-def densitylab_entry(name: str) -> Callable[[], Built]:
-    def build() -> Built:
-        model = build_model(name, SHAPE, LEVELS)
+def densitylab_entry(name: str) -> Callable[[LogitTransform], Built]:
+    def build(logit: LogitTransform) -> Built:
+        model = build_model(name, SHAPE, LEVELS, {"alpha": logit.alpha})
         return Built(
             model,
             lambda x, generator: model.log_prob(x, generator=generator),
@@ -166,22 +166,22 @@ def densitylab_entry(name: str) -> Callable[[], Built]:
     return build
 
 
-def zuko_maf() -> Built:
+def zuko_maf(logit: LogitTransform) -> Built:
     import zuko
 
     flow = zuko.flows.MAF(features=DIM, transforms=5, hidden_features=[512, 512])
-    return peer(flow, lambda h: flow().log_prob(h.flatten(1)), lambda n: flow().sample((n,)))
+    return peer(flow, lambda h: flow().log_prob(h.flatten(1)), lambda n: flow().sample((n,)), logit)
 
 
-def nflows_maf() -> Built:
+def nflows_maf(logit: LogitTransform) -> Built:
     from nflows.flows import MaskedAutoregressiveFlow
 
     flow = MaskedAutoregressiveFlow(features=DIM, hidden_features=512, num_layers=5,
                                     num_blocks_per_layer=1, use_residual_blocks=False)
-    return peer(flow, lambda h: flow.log_prob(h.flatten(1)), lambda n: flow.sample(n))
+    return peer(flow, lambda h: flow.log_prob(h.flatten(1)), lambda n: flow.sample(n), logit)
 
 
-def normflows_glow(levels: int = 2, steps: int = 8, hidden: int = 64) -> Built:
+def normflows_glow(logit: LogitTransform, levels: int = 2, steps: int = 8, hidden: int = 64) -> Built:
     """normflows' Glow example (examples/glow_colab.ipynb) at 1 x 28 x 28, unconditional.
     normflows' flows run latent -> data in ``forward``; ``log_prob`` runs their inverses."""
     import normflows as nf
@@ -200,7 +200,7 @@ def normflows_glow(levels: int = 2, steps: int = 8, hidden: int = 64) -> Built:
             latent = (channels * 2 ** (levels + 1), height // 2**levels, width // 2**levels)
         q0.append(nf.distributions.DiagGaussian(latent))
     model = nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
-    return peer(model, lambda h: model.log_prob(h, None), lambda n: model.sample(n)[0])
+    return peer(model, lambda h: model.log_prob(h, None), lambda n: model.sample(n)[0], logit)
 
 
 MAF_DESCRIPTION = "5 transforms, MADE 784-512-512-1568, affine"
@@ -318,18 +318,18 @@ def time_samples(built: Built, n: int) -> tuple[float, str | None]:
     return time.perf_counter() - started, error
 
 
-def check_protocol(train_images: torch.Tensor) -> float:
+def check_protocol(train_images: torch.Tensor, logit: LogitTransform) -> float:
     """densitylab's MAF starts as the identity, so its ``log_prob`` must equal the peers' formula
     with a standard normal ``log p(h)``: the two scorings are the same bound. Returns the largest
     difference in nats."""
     torch.manual_seed(SEED)
-    model = build_model("maf", SHAPE, LEVELS).eval()
+    model = build_model("maf", SHAPE, LEVELS, {"alpha": logit.alpha}).eval()
     x = train_images[:8].long()
     with torch.no_grad():
         ours = model.log_prob(x, generator=torch.Generator().manual_seed(7))
         normal = torch.distributions.Normal(0.0, 1.0)
         theirs = bound_from_density(lambda h: normal.log_prob(h).flatten(1).sum(1), x,
-                                    torch.Generator().manual_seed(7))
+                                    torch.Generator().manual_seed(7), logit)
     gap = float((ours - theirs).abs().max())
     if gap > 1e-2:
         raise SystemExit(f"peers.py: densitylab's log_prob and the peers' scoring differ by {gap:.3g} "
@@ -349,7 +349,7 @@ def run_entry(name: str, data: ImageData, args: argparse.Namespace) -> dict:
     lr = args.lr if args.lr is not None else entry.lr
     torch.manual_seed(SEED)
     try:
-        built = entry.build()
+        built = entry.build(LogitTransform(args.alpha))
     except ImportError as exc:
         raise SystemExit(f"peers.py: {entry.library} is missing ({exc}); run "
                          "'bash benchmarks/peers_env.sh' and use .peers-venv/bin/python") from None
@@ -365,7 +365,8 @@ def run_entry(name: str, data: ImageData, args: argparse.Namespace) -> dict:
     result[f"sample_{args.samples}_seconds"] = seconds
     if error:
         result["sample_error"] = error
-    result |= {"lr": lr, "minutes": args.minutes, "batch": args.batch, "threads": args.threads}
+    result |= {"lr": lr, "alpha": args.alpha, "minutes": args.minutes, "batch": args.batch,
+               "threads": args.threads}
     if args.quick:
         result["quick"] = True  # 2 steps: the numbers mean nothing
     return result
@@ -393,6 +394,8 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=None, help="samples to time (default 64)")
     parser.add_argument("--lr", type=float, default=None, help="override every entry's learning rate")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_LOGIT_ALPHA,
+                        help="the logit margin of every entry (default: densitylab's)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 2 steps per entry, 64 test images, 4 samples")
     args = parser.parse_args()
@@ -411,7 +414,7 @@ def main() -> None:
     if data.shape != SHAPE or data.levels != LEVELS:
         raise SystemExit(f"peers.py: expected 8-bit 1x28x28 Fashion-MNIST, got {data.shape} with "
                          f"{data.levels} levels; check the dataset files")
-    gap = check_protocol(data.train)
+    gap = check_protocol(data.train, LogitTransform(args.alpha))
     print(f"peers.py: scoring check passed (densitylab maf vs the peers' formula: {gap:.2e} nats)",
           file=sys.stderr)
     results: dict[str, dict] = {}

@@ -26,17 +26,15 @@ from dataclasses import dataclass
 
 from densitylab.models.base import register_model
 from densitylab.models.flows.coupling import GlowCoupling
-from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.invconv import InvConv1x1
 from densitylab.models.flows.transforms import (
     DEFAULT_LOGIT_ALPHA,
     ActNorm,
     AsChannels,
     CompositeTransform,
-    LogitTransform,
     Transform,
-    initialize_actnorms,
 )
+from densitylab.models.flows.vector_flow import VectorCouplingFlow
 
 
 @dataclass
@@ -60,29 +58,16 @@ def vector_flow_step(dim: int, hidden: int, hidden_layers: int) -> CompositeTran
 
 @register_model("glow_vector", "Glow steps on vectors: ActNorm + LU invertible linear map + affine "
                 "coupling (MLPs), Gaussian prior; the 2D toys and other vectors")
-class GlowVector(Flow):
+class GlowVector(VectorCouplingFlow):
     Config = GlowVectorConfig
-    default_lr = 1e-3
-    data_kinds = frozenset({"vector", "continuous"})
-    flatten = True
     prior = "gaussian"
 
     def __init__(self, config: GlowVectorConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(shape, levels)
+        super().__init__(shape, levels, config.dequantization, config.alpha)
         self.config = config
-        self.set_dequantization(config.dequantization)
         if min(config.steps, config.hidden_features) < 1 or config.hidden_layers < 0:
             raise ValueError("steps and hidden_features must be >= 1, hidden_layers >= 0")
-        if self.dim < 2:
-            raise ValueError("a coupling flow splits the coordinates in two, and 1-dimensional "
-                             "data has one (use cdf1d for 1D data)")
-        if not self.continuous:
-            self.preprocess = LogitTransform(config.alpha)
         steps: list[Transform] = [vector_flow_step(self.dim, config.hidden_features,
                                                    config.hidden_layers)
                                   for _ in range(config.steps)]
         self.transform = CompositeTransform(steps)
-
-    def initialize_from_data(self, x):
-        """ActNorm's data-dependent init: one training-mode forward pass on (up to 512 of) ``x``."""
-        initialize_actnorms(self, x)

@@ -25,17 +25,15 @@ from dataclasses import dataclass
 
 from densitylab.models.base import register_model
 from densitylab.models.flows.coupling import AffineVectorCoupling
-from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.priors import check_prior
 from densitylab.models.flows.transforms import (
     DEFAULT_LOGIT_ALPHA,
     ActNorm,
     AsChannels,
     CompositeTransform,
-    LogitTransform,
     Transform,
-    initialize_actnorms,
 )
+from densitylab.models.flows.vector_flow import VectorCouplingFlow
 
 
 @dataclass
@@ -55,27 +53,18 @@ class RealNVPVectorConfig:
 
 @register_model("realnvp_vector", "RealNVP on vectors: affine couplings with alternating even/odd "
                 "masks (MLPs), ActNorm, Gaussian prior; the 2D toys and other vectors")
-class RealNVPVector(Flow):
+class RealNVPVector(VectorCouplingFlow):
     Config = RealNVPVectorConfig
-    default_lr = 1e-3
-    data_kinds = frozenset({"vector", "continuous"})
-    flatten = True
 
     def __init__(self, config: RealNVPVectorConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(shape, levels)
+        super().__init__(shape, levels, config.dequantization, config.alpha)
         self.config = config
-        self.set_dequantization(config.dequantization)
         self.prior = check_prior(config.prior)
         if config.prior == "uniform":
             raise ValueError("the prior must be 'gaussian' or 'logistic' (a uniform prior needs a "
                              "flow onto [0, 1))")
         if min(config.couplings, config.hidden_features, config.hidden_layers) < 1:
             raise ValueError("couplings, hidden_features and hidden_layers must be >= 1")
-        if self.dim < 2:
-            raise ValueError("a coupling flow splits the coordinates in two, and 1-dimensional "
-                             "data has one (use cdf1d for 1D data)")
-        if not self.continuous:
-            self.preprocess = LogitTransform(config.alpha)
         layers: list[Transform] = []
         for k in range(config.couplings):
             layers.append(AffineVectorCoupling(self.dim, k % 2, config.hidden_features,
@@ -83,7 +72,3 @@ class RealNVPVector(Flow):
             if config.actnorm:
                 layers.append(AsChannels(ActNorm(self.dim)))
         self.transform = CompositeTransform(layers)
-
-    def initialize_from_data(self, x):
-        """ActNorm's data-dependent init: one training-mode forward pass on (up to 512 of) ``x``."""
-        initialize_actnorms(self, x)
