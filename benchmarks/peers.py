@@ -39,10 +39,10 @@ reproduce ``benchmarks/fixed_budget.py``):
 - training: Adam (fused) on the loss in bits/dim; learning rate warmed up linearly over 100 steps,
   then cosine-decayed to 2% of its peak over the budget (the fraction of the budget spent in
   optimizer steps); gradient norm clipped at 100; a step with a non-finite loss or gradient is
-  skipped (100 in a row end the entry). Default learning rates: 2e-3 for the MAFs (densitylab's
-  MAF default, given to every MAF), 3e-3 for densitylab's Glow and RealNVP (their defaults), 1e-3 for normflows' Glow (its example's, with
-  Adamax there). The budget (``--minutes``, 8) counts only the wall time of the optimizer steps
-  (batch, forward, backward, update).
+  skipped (100 in a row end the entry). Default learning rates: 2e-3 for the MAFs (densitylab's MAF
+  default, given to every MAF), 3e-3 for densitylab's Glow and RealNVP (their defaults), 1e-3 for
+  normflows' Glow (its example's, with Adamax there). The budget (``--minutes``, 8) counts only the
+  wall time of the optimizer steps (batch, forward, backward, update).
 - scoring: test bits/dim on the first ``--test-images`` (2,000) test images, in batches of 256,
   with one dequantization sample per image from a generator seeded 0 (the same noise for every
   entry); train images/s = steps x batch / training seconds; the seconds to draw ``--samples``
