@@ -14,7 +14,8 @@ import yaml
 from densitylab.errors import DensitylabError
 
 
-def _model_options(pairs: list[str]) -> dict[str, Any]:
+def parse_model_options(pairs: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` (the ``--model-opt`` flags) as a dict; values parsed as YAML."""
     options = {}
     for pair in pairs:
         if "=" not in pair:
@@ -204,7 +205,7 @@ def _train(args: argparse.Namespace) -> int:
             raise DensitylabError("name a model (densitylab train pixelcnn ...) or pass --config")
         values.update({k: v for k, v in flags.items() if v is not None})
         values["model_config"] = (
-            dict(values.get("model_config") or {}) | shortcuts | _model_options(args.model_opt)
+            dict(values.get("model_config") or {}) | shortcuts | parse_model_options(args.model_opt)
         )
         config = RunConfig.from_dict(values)
         if not args.out:
@@ -355,7 +356,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from densitylab.bench import fixed_budget
 
     result = fixed_budget(args.model, args.data, args.minutes, args.batch_size, args.threads,
-                          args.test_images, _model_options(args.model_opt), args.lr,
+                          args.test_images, parse_model_options(args.model_opt), args.lr,
                           args.data_dir, args.out, args.sample_count, args.n_bits)
     print(json.dumps(result))
     return 0
