@@ -113,3 +113,17 @@ def test_compiled_training_step_matches_the_eager_one(tmp_path):
     assert loss == pytest.approx(eager.train_step(x, labels), abs=1e-5)
     for a, b in zip(compiled.model.parameters(), eager.model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, options", [("pixelcnn", PIXELCNN),
+                                           ("gated_pixelcnn", {"hidden_channels": 8, "n_layers": 2})])
+def test_log_prob_traces_as_one_graph(name, options):
+    """The input check reads pixel values back only outside torch.compile: inside, that read would
+    break the graph (and, on a GPU, sync every step). Dynamo's trace alone: no C++ compiler needed."""
+    model = build_model(name, (1, 6, 6), 4, options)
+    x = torch.randint(0, 4, (2, 1, 6, 6))
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model.log_prob)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    with pytest.raises(DensitylabError, match="pixel values must lie in 0..3"):
+        model.log_prob(x + 4)  # eager calls still check the range

@@ -75,7 +75,9 @@ class DensityModel(nn.Module):
             raise DensitylabError(
                 f"expected integer images in 0..{self.levels - 1}, got dtype {x.dtype}"
             )
-        if x.numel():
+        if x.numel() and not torch.compiler.is_compiling():
+            # the range check reads values back (a device sync, and a graph break under
+            # torch.compile); compiled training skips it: the datasets check their range on load
             low, high = (int(v) for v in torch.aminmax(x))
             if low < 0 or high >= self.levels:
                 raise DensitylabError(
