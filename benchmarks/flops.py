@@ -28,7 +28,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -72,6 +72,20 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
+class TensorSpec(NamedTuple):
+    """What a replay needs of a recorded tensor argument."""
+
+    size: torch.Size
+    stride: tuple[int, ...]
+    requires_grad: bool
+
+    def fresh(self) -> torch.Tensor:
+        """Random values laid out like the recorded tensor (broadcast views, stride 0, contiguous)."""
+        if 0 in self.stride:
+            return torch.randn(self.size).requires_grad_(self.requires_grad)
+        return torch.empty_strided(self.size, self.stride).normal_().requires_grad_(self.requires_grad)
+
+
 class RecordMatrixOps(TorchDispatchMode):
     """Records each convolution and matrix product that runs under it: the op, and for every
     tensor argument its size, strides and whether it needs a gradient."""
@@ -83,24 +97,16 @@ class RecordMatrixOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in MATRIX_OPS:
             self.calls.append((func, tuple(
-                (a.size(), a.stride(), a.requires_grad) if isinstance(a, torch.Tensor) else a
+                TensorSpec(a.size(), a.stride(), a.requires_grad) if isinstance(a, torch.Tensor) else a
                 for a in args)))
         return func(*args, **(kwargs or {}))
-
-
-def fresh_tensor(size: torch.Size, stride: tuple[int, ...], requires_grad: bool) -> torch.Tensor:
-    """Random values laid out like the recorded tensor (broadcast views, stride 0, contiguous)."""
-    if 0 in stride:
-        return torch.randn(size).requires_grad_(requires_grad)
-    return torch.empty_strided(size, stride).normal_().requires_grad_(requires_grad)
 
 
 def replay_alone(calls: list[tuple[Any, tuple[Any, ...]]], repeats: int) -> tuple[float, float]:
     """FLOPs and summed median seconds of each recorded op run alone, forward and backward."""
     total_flops, total_seconds = 0, 0.0
     for func, specs in calls:
-        args = [fresh_tensor(*spec) if isinstance(spec, tuple) and len(spec) == 3
-                and isinstance(spec[0], torch.Size) else spec for spec in specs]
+        args = [spec.fresh() if isinstance(spec, TensorSpec) else spec for spec in specs]
 
         def forward_backward(func=func, args=args) -> None:
             out = func(*args)
