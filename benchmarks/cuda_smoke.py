@@ -58,8 +58,8 @@ def main() -> int:
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, info in sorted(available_models().items()):
-            datasets = ["digits"] if "image" in info.cls.data_kinds else []
-            if "continuous" in info.cls.data_kinds:
+            datasets = ["digits"] if "image" in info.data_kinds else []
+            if "continuous" in info.data_kinds:
                 datasets.append("moons")
             for data in datasets:
                 try:

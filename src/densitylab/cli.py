@@ -149,7 +149,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("models:")
     for name, info in sorted(available_models().items()):
-        print(f"  {name:<16} [{info.cls.family}] {info.description}")
+        print(f"  {name:<16} [{info.family}] {info.description}")
     print("datasets:")
     for name, info in DATASETS.items():
         print(f"  {name:<16} {info.description}")

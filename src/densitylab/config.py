@@ -23,6 +23,7 @@ class RunConfig:
     n_bits: int | None = None
     conditional: bool = False  # class-conditional: the dataset's labels feed the model
     data_dir: str | None = None
+    context_columns: str | None = None  # a table's columns that condition the others (p(x | c))
     epochs: float | None = None
     time_budget: str | None = None
     batch_size: int = 64

@@ -73,7 +73,7 @@ def test_model_curves_integrate_to_one_and_the_map_increases():
     assert curves["x"].min() > 0 and curves["x"].max() < 20
     mass = float(curves["density"].sum() * 20 / 4000)  # per unit of x + u on [0, 20)
     with torch.no_grad():
-        inside = float(discrete.to_latent(torch.ones(1, 1))[0] - discrete.to_latent(torch.zeros(1, 1))[0])
+        inside = float(discrete(torch.ones(1, 1))[0] - discrete(torch.zeros(1, 1))[0])
     assert mass == pytest.approx(inside, abs=1e-3)  # the mass the mixture keeps inside [0, 1)
 
 

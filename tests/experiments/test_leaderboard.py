@@ -12,11 +12,11 @@ from densitylab.train.checkpoint import model_from_checkpoint
 def test_every_registered_image_model_is_on_the_board_autoregressive_first():
     names = lb.image_models()
     registry = available_models()
-    assert sorted(names) == sorted(n for n, i in registry.items() if "image" in i.cls.data_kinds)
+    assert sorted(names) == sorted(n for n, i in registry.items() if "image" in i.data_kinds)
     expected = {"pixelcnn", "gated_pixelcnn", "wavenet", "rnn", "made", "realnvp", "glow", "nice", "maf"}
     assert expected <= set(names)
     assert "cdf1d" not in names and "arflow" not in names  # vectors only
-    families = [registry[n].cls.family for n in names]
+    families = [registry[n].family for n in names]
     assert families == sorted(families, key=lambda f: f != "autoregressive")
     assert set(lb.TINY_OPTIONS) == set(names), "tiny needs small options for every image model"
 
@@ -118,7 +118,7 @@ def fake_measure(scores, failing=()):
         if threads:  # as the Trainer does: process-wide
             torch.set_num_threads(threads)
         levels = 2 if n_bits == 1 else 17
-        family = available_models()[model].cls.family
+        family = available_models()[model].family
         bpd = scores[model] / (4 if n_bits == 1 else 1)
         return {"model": model, "family": family, "options": dict(options or {}), "bits_per_dim": bpd,
                 "bound": "exact" if family == "autoregressive" else lb.FLOW_BOUND, "parameters": 10,
@@ -154,7 +154,7 @@ def test_any_failure_means_not_reproduced_and_is_named(tmp_path, monkeypatch):
     record = lb.run_leaderboard(tmp_path, "tiny", 0)
     assert torch.get_num_threads() == 2, "the caller's thread count is restored"
     assert record["reproduced"] is False
-    total = len(lb.image_models()) + sum(available_models()[n].cls.family == "autoregressive"
+    total = len(lb.image_models()) + sum(available_models()[n].family == "autoregressive"
                                          for n in lb.image_models())
     assert f"{total - 1} of {total} runs" in record["verdict"]
     assert "glow: sampling failed: boom" in record["verdict"]

@@ -76,13 +76,13 @@ def test_2d_density_integrates_to_one(config):
 def test_uniform_latent_lies_in_unit_square_and_first_dimension_is_monotone():
     model = _model(2)
     with torch.no_grad():
-        z, _ = model.to_latent(_points(500, 2, scale=3))
+        z, _ = model(_points(500, 2, scale=3))
         assert bool(((z >= 0) & (z <= 1)).all())
         x0 = torch.linspace(-8, 8, 2001, dtype=torch.float64)
         grid = torch.stack([x0, torch.zeros_like(x0)], 1)
-        assert bool((model.to_latent(grid)[0][:, 0].diff() >= 0).all())
+        assert bool((model(grid)[0][:, 0].diff() >= 0).all())
         x1 = torch.stack([torch.full_like(x0, 0.3), x0], 1)  # F(x_1 | x_0 = 0.3) too
-        assert bool((model.to_latent(x1)[0][:, 1].diff() >= 0).all())
+        assert bool((model(x1)[0][:, 1].diff() >= 0).all())
 
 
 @pytest.mark.parametrize("dim, levels", [(1, 0), (2, 0), (3, 0), (2, 16)])
@@ -143,7 +143,7 @@ def test_samples(levels):
 
 def test_unconditional_model_refuses_cond_and_images():
     model = _model(2)
-    with pytest.raises(ValueError, match="cond"):
+    with pytest.raises(DensitylabError, match="unconditional"):
         model.log_prob(_points(2, 2), torch.zeros(2, dtype=torch.long))
     with pytest.raises(DensitylabError, match="arflow"):
         build_model("arflow", (1, 4, 4), 2)

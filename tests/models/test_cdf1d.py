@@ -77,10 +77,10 @@ def test_uniform_latent_of_data_lies_in_unit_interval_and_cdf_is_monotone():
     model = _model()
     model.initialize_from_data(data)
     with torch.no_grad():
-        z, _ = model.to_latent(data)
+        z, _ = model(data)
         assert bool(((z >= 0) & (z <= 1)).all())
         grid = torch.linspace(-10, 10, 5001, dtype=torch.float64)[:, None]
-        cdf = model.to_latent(grid)[0][:, 0]
+        cdf = model(grid)[0][:, 0]
     steps = cdf.diff()
     assert bool((steps >= 0).all()) and bool((steps[1500:3500] > 0).all())
     assert cdf[0] < 1e-6 and cdf[-1] > 1 - 1e-6

@@ -13,7 +13,8 @@ import torch
 from densitylab import build_model
 from densitylab.evaluate import bits_per_dim
 from densitylab.models.flows.dequantization import make_dequantizer
-from densitylab.models.flows.dequantized import DequantizedFlow
+from densitylab.models.flows.flow import Flow
+from densitylab.models.flows.transforms import CompositeTransform
 from densitylab.models.flows.variational_dequantization import VariationalDequantizer
 from tests.conftest import all_images
 from tests.models.flow_checks import check_gradients, randomize_
@@ -22,13 +23,13 @@ TINY = {"n_scales": 1, "couplings_per_mask": 2, "final_couplings": 2, "hidden_ch
         "alpha": 0.0}  # support exactly [0, 1)^D: the total mass over all images is exactly 1
 
 
-class SineDensity(DequantizedFlow):
+class SineDensity(Flow):
     """``p_Y(y) = prod_i (1 + a sin(2 pi K y_i))`` on ``[0, 1)^D``: the sine integrates to zero over
     every bin, so ``P(x) = K^-D`` exactly, while ``p_Y`` is far from uniform inside each bin (the
     uniform-dequantization gap is ``-log((1 + sqrt(1 - a^2)) / 2) = 0.33`` nats/dim for a = 0.9)."""
 
     def __init__(self, shape: tuple[int, ...], levels: int, a: float = 0.9) -> None:
-        super().__init__(shape, levels)
+        super().__init__(shape, levels, CompositeTransform([]), prior="uniform")
         self.a = a
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the model a dtype and device
 

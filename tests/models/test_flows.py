@@ -23,7 +23,7 @@ TINY: dict[str, dict] = {
     "nice": {"couplings": 4, "hidden_features": 16, "hidden_layers": 2},
     "realnvp_vector": {"couplings": 3, "hidden_features": 16, "hidden_layers": 1},
     "glow_vector": {"steps": 2, "hidden_features": 16},
-    "glow": {"n_levels": 2, "steps_per_level": 2, "hidden_channels": 8},
+    "glow": {"n_scales": 2, "steps_per_scale": 2, "hidden_channels": 8},
     "maf": {"n_transforms": 2, "hidden_sizes": [16, 16]},
     "iaf": {"n_transforms": 2, "hidden_sizes": [16, 16]},
     "cdf1d": {"n_components": 3},
@@ -34,9 +34,9 @@ TINY: dict[str, dict] = {
 # Configurations whose density is exactly uniform on [0, 1)^D at initialisation (identity
 # transforms, logit with alpha = 0, logistic prior): they must score exactly log2 K bits/dim.
 UNIFORM = {name: {"prior": "logistic", "alpha": 0.0} for name in ("realnvp", "nice", "maf", "iaf")}
-FLOWS = sorted(name for name, info in available_models().items() if info.cls.family == "flow")
+FLOWS = sorted(name for name, info in available_models().items() if info.family == "flow")
 CASES = [(name, kind) for name in FLOWS for kind, (shape, _) in (("image", IMAGE), ("vector", VECTOR))
-         if ("image" if len(shape) == 3 else "vector") in available_models()[name].cls.data_kinds]
+         if ("image" if len(shape) == 3 else "vector") in available_models()[name].data_kinds]
 
 
 def test_every_flow_has_a_tiny_configuration():
@@ -85,14 +85,14 @@ def test_latent_map_is_invertible_and_logdet_matches_jacobian(name, kind):
     model = _model(name, kind)
     y = _points(model, kind, 2)
     with torch.no_grad():
-        z, logabsdet = model.to_latent(y)
-        y_back, logabsdet_inverse = model.from_latent(z)
+        z, logabsdet = model(y)
+        y_back, logabsdet_inverse = model.inverse(z)
     tol = _tolerance(name)
     assert torch.allclose(y_back.reshape(y.shape), y, atol=tol * 10)
     assert torch.allclose(logabsdet, -logabsdet_inverse, atol=tol * 100)
     for i in range(len(y)):
         jac = torch.autograd.functional.jacobian(
-            lambda v: model.to_latent(v.view(1, *y.shape[1:]))[0].reshape(-1), y[i].reshape(-1))
+            lambda v: model(v.view(1, *y.shape[1:]))[0].reshape(-1), y[i].reshape(-1))
         assert logabsdet[i].item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=tol * 100)
 
 
@@ -128,7 +128,7 @@ def test_a_non_finite_sample_is_an_error_not_an_image(monkeypatch):
     model = build_model("nice", (1, 4, 4), 8, TINY["nice"])
     overflow = torch.zeros(3, 1, 4, 4)
     overflow[1, 0, 2, 2] = float("inf")  # what an inverse that overflowed returns
-    monkeypatch.setattr(model, "sample_continuous", lambda n, *args, **kwargs: overflow[:n])
+    monkeypatch.setattr(model, "rsample", lambda n, *args, **kwargs: overflow[:n])
     with pytest.raises(DensitylabError, match="1 of 3 samples came out non-finite"):
         model.sample(3)
 
@@ -141,7 +141,7 @@ def test_a_float32_overflow_is_sampled_again_in_float64():
     model = randomize_(build_model("nice", (1, 2, 2), 8, TINY["nice"]), 0.3)
     with torch.no_grad():
         model.transform.transforms[-1].log_scale.fill_(-100.0)
-    raw = model.sample_continuous(4, generator=torch.Generator().manual_seed(5))
+    raw = model.rsample(4, generator=torch.Generator().manual_seed(5))
     assert not torch.isfinite(raw).all()  # the float32 pass overflows
     samples = model.sample(4, generator=torch.Generator().manual_seed(5))
     expected = model.double().sample(4, generator=torch.Generator().manual_seed(5))

@@ -24,7 +24,7 @@ from tests.models.flow_checks import (
     randomize_,
 )
 
-TINY = {"n_levels": 2, "steps_per_level": 2, "hidden_channels": 8}
+TINY = {"n_scales": 2, "steps_per_scale": 2, "hidden_channels": 8}
 
 
 def _model(shape=(1, 4, 4), levels=4, seed=0, **overrides):
@@ -88,13 +88,13 @@ def test_split_prior_bookkeeping():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"preprocess": "center"}, {"learn_top": False},
-                                       {"n_levels": 1}])
+                                       {"n_scales": 1}])
 def test_whole_model_inverse_and_logdet(overrides):
     model = _model(**overrides)
     y = torch.rand(3, 1, 4, 4, dtype=torch.float64) * 0.9 + 0.05
-    z, logdet = model.to_latent(y)
+    z, logdet = model(y)
     assert z.shape == (3, 16)
-    y_back, logdet_inv = model.from_latent(z)
+    y_back, logdet_inv = model.inverse(z)
     assert y_back.shape == y.shape
     assert torch.allclose(y_back, y, atol=1e-9)
     assert torch.allclose(logdet, -logdet_inv, atol=1e-9)
@@ -102,11 +102,11 @@ def test_whole_model_inverse_and_logdet(overrides):
 
 
 def test_three_levels_on_8x8():
-    model = _model((1, 8, 8), n_levels=3, steps_per_level=1)
-    assert model.multiscale.out_shapes == [(2, 4, 4), (4, 2, 2), (16, 1, 1)]
+    model = _model((1, 8, 8), n_scales=3, steps_per_scale=1)
+    assert model.transform.out_shapes == [(2, 4, 4), (4, 2, 2), (16, 1, 1)]
     y = torch.rand(2, 1, 8, 8, dtype=torch.float64) * 0.9 + 0.05
-    z, _ = model.to_latent(y)
-    assert torch.allclose(model.from_latent(z)[0], y, atol=1e-9)
+    z, _ = model(y)
+    assert torch.allclose(model.inverse(z)[0], y, atol=1e-9)
 
 
 def test_gradients_reach_every_parameter():
@@ -158,7 +158,7 @@ def test_initialize_from_data_standardizes_actnorm_outputs():
 
 def test_actnorm_flag_follows_loaded_state():
     initialised = ActNorm(3)
-    initialised.train()(torch.randn(8, 3, 2, 2))
+    initialised.initialize(torch.randn(8, 3, 2, 2))
     buffer = io.BytesIO()
     torch.save(initialised.state_dict(), buffer)
     buffer.seek(0)
@@ -175,7 +175,7 @@ def test_actnorm_flag_follows_loaded_state():
 
 
 def test_too_many_levels_is_a_clear_error():
-    with pytest.raises(DensitylabError, match="n_levels"):
-        build_model("glow", (1, 28, 28), 256, {"n_levels": 3})
+    with pytest.raises(DensitylabError, match="n_scales"):
+        build_model("glow", (1, 28, 28), 256, {"n_scales": 3})
     with pytest.raises(DensitylabError, match="preprocess"):
         build_model("glow", (1, 8, 8), 256, {"preprocess": "zca"})

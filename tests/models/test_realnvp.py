@@ -5,7 +5,8 @@ import torch
 
 from densitylab import build_model
 from densitylab.evaluate import bits_per_dim
-from densitylab.models.flows.dequantized import DequantizedFlow
+from densitylab.models.flows.flow import Flow
+from densitylab.models.flows.transforms import CompositeTransform
 from tests.conftest import all_images
 
 TINY = {"n_scales": 2, "couplings_per_mask": 2, "final_couplings": 2, "hidden_channels": 8}
@@ -26,8 +27,8 @@ def _model(shape=(1, 4, 4), levels=4, **overrides):
 def test_inverse_of_forward_is_identity():
     model = _model((2, 8, 8))
     y = torch.rand(5, 2, 8, 8, dtype=torch.float64)
-    z, logdet = model.to_latent(y)
-    y_back, logdet_inv = model.from_latent(z)
+    z, logdet = model(y)
+    y_back, logdet_inv = model.inverse(z)
     assert torch.allclose(y_back, y, atol=1e-9)
     assert torch.allclose(logdet, -logdet_inv, atol=1e-8)
 
@@ -37,11 +38,11 @@ def test_logdet_matches_autograd_jacobian():
     y = torch.rand(1, 1, 4, 4, dtype=torch.float64) * 0.9 + 0.05
 
     def flat(v):
-        return model.to_latent(v.view(1, 1, 4, 4))[0].view(-1)
+        return model(v.view(1, 1, 4, 4))[0].view(-1)
 
     jac = torch.autograd.functional.jacobian(flat, y.view(-1))
     _, expected = torch.linalg.slogdet(jac)
-    _, logdet = model.to_latent(y)
+    _, logdet = model(y)
     assert logdet.item() == pytest.approx(expected.item(), abs=1e-8)
 
 
@@ -71,11 +72,11 @@ def test_uniform_anchor_exact():
 
 
 def test_dequantized_flow_with_uniform_density_scores_log2_k():
-    class Uniform(DequantizedFlow):
+    class Uniform(Flow):
         def log_density(self, y, cond=None):
             return torch.zeros(y.shape[0], dtype=torch.float64)
 
-    model = Uniform((1, 3, 3), 16)
+    model = Uniform((1, 3, 3), 16, CompositeTransform([]), prior="uniform")
     model.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     x = torch.randint(0, 16, (4, 1, 3, 3))
     assert bits_per_dim(model, x) == pytest.approx(4.0, abs=1e-12)
@@ -85,25 +86,27 @@ def test_actnorm_data_dependent_init_and_gradients():
     model = build_model("realnvp", (1, 8, 8), 256, TINY)
     x = torch.randint(0, 256, (16, 1, 8, 8))
     model.train()
+    first_actnorm = model.transform.stages[0].transforms[1]
+    model.log_prob(x)
+    assert not bool(first_actnorm.initialized)  # log_prob never initialises: initialize() does
+    model.initialize(x)
+    assert bool(first_actnorm.initialized)  # ActNorm after the first coupling, set from the data
     loss = -model.log_prob(x).mean()
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing
-    # ActNorm after the first coupling was initialised on the batch
-    first_actnorm = model.stages[0].transforms[1]
-    assert bool(first_actnorm.initialized)
 
 
 def test_samples_are_the_quantized_continuous_samples():
     model = _randomized(build_model("realnvp", (1, 8, 8), 16, TINY)).eval()
     x = model.sample(50, generator=torch.Generator().manual_seed(0), temperature=0.7)
-    y = model.sample_continuous(50, generator=torch.Generator().manual_seed(0), temperature=0.7)
+    y = model.rsample(50, generator=torch.Generator().manual_seed(0), temperature=0.7)
     assert x.shape == (50, 1, 8, 8) and x.dtype == torch.long
     assert torch.equal(x, (y * 16).floor().clamp(0, 15).long())
     assert len(x.unique()) > 4
     # at initialisation (identity couplings) nearly all of the mass lies on [0, 1)
     fresh = build_model("realnvp", (1, 8, 8), 16, TINY).eval()
-    y = fresh.sample_continuous(200, generator=torch.Generator().manual_seed(0))
+    y = fresh.rsample(200, generator=torch.Generator().manual_seed(0))
     assert ((y >= 0) & (y < 1)).float().mean() > 0.99
 
 
@@ -165,11 +168,11 @@ def test_spatial_mask_couplings(mask, parity):
 def test_realnvp_with_half_masks(mask):
     model = _model((1, 4, 4), mask=mask)
     y = torch.rand(2, 1, 4, 4, dtype=torch.float64) * 0.9 + 0.05
-    z, logdet = model.to_latent(y)
-    assert torch.allclose(model.from_latent(z)[0], y, atol=1e-9)
+    z, logdet = model(y)
+    assert torch.allclose(model.inverse(z)[0], y, atol=1e-9)
 
     def flat(v):
-        return model.to_latent(v.view(1, 1, 4, 4))[0].view(-1)
+        return model(v.view(1, 1, 4, 4))[0].view(-1)
 
     jac = torch.autograd.functional.jacobian(flat, y[:1].reshape(-1))
     assert logdet[0].item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-8)

@@ -17,6 +17,7 @@ import torch
 
 from densitylab.data import download, toy
 from densitylab.data.idx import read_idx
+from densitylab.data.table import is_table, load_table
 from densitylab.data.transforms import downsample, requantize
 from densitylab.errors import DensitylabError
 
@@ -31,6 +32,13 @@ class ImageData:
     levels: int
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    train_context: torch.Tensor | None = None  # (N, k) floats: a continuous context per example
+    test_context: torch.Tensor | None = None
+    standardize: bool = False  # fit the flow's standardisation to the train split (tables)
+
+    @property
+    def context_features(self) -> int:
+        return 0 if self.train_context is None else int(self.train_context.shape[1])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -290,15 +298,22 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def load_dataset(name: str, n_bits: int | None = None, data_dir: str | None = None) -> ImageData:
-    """Load a named dataset or a user path, quantized to ``n_bits`` (None: native levels)."""
+def load_dataset(name: str, n_bits: int | None = None, data_dir: str | None = None,
+                 context_columns: str | None = None) -> ImageData:
+    """Load a named dataset or a user path (images, or a table of real numbers whose
+    ``context_columns`` condition the rest), quantized to ``n_bits`` (None: native levels)."""
+    if name not in DATASETS and is_table(Path(name)):
+        return load_table(name, context_columns).quantized(n_bits)
+    if context_columns:
+        raise DensitylabError("--context-columns applies to tables (.csv/.npy/.npz of numbers) only")
     if name in DATASETS:
         data = DATASETS[name].loader(data_dir)
-    elif "/" in name or name.endswith((".npy", ".npz")) or Path(name).exists():
+    elif "/" in name or name.endswith((".npy", ".npz", ".csv")) or Path(name).exists():
         data = load_user_images(name)
     else:
         raise DensitylabError(
             f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or give a .npy/.npz "
-            "file or an image folder (see 'densitylab list')"
+            "file of images, a table (.csv/.npy/.npz of numbers) or an image folder (see "
+            "'densitylab list')"
         )
     return data.quantized(n_bits)

@@ -107,7 +107,7 @@ def data_values(model: Any, x: torch.Tensor, generator: torch.Generator) -> torc
 @torch.no_grad()
 def latents(model: Any, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``z = f(x)`` (dequantized for discrete data), shape ``(N,)`` for 1D data."""
-    return model.to_latent(data_values(model, x, generator))[0].flatten()
+    return model(data_values(model, x, generator))[0].flatten()
 
 
 @torch.no_grad()
@@ -125,7 +125,7 @@ def model_curves(model: Any, train: torch.Tensor, points: int = 1500) -> dict[st
         y, scale = grid / model.levels, 1.0 / model.levels
     y = y.to(model.dtype).unsqueeze(1)
     density = torch.exp(model.log_density(y)).double() * scale
-    return {"x": grid, "density": density, "z": model.to_latent(y)[0].flatten().double()}
+    return {"x": grid, "density": density, "z": model(y)[0].flatten().double()}
 
 
 def histogram_bits_per_dim(train: torch.Tensor, test: torch.Tensor, levels: int) -> float:
@@ -182,7 +182,7 @@ def evaluate_flow_1d(model: Any, train: torch.Tensor, test: torch.Tensor, seed: 
     generator = torch.Generator().manual_seed(seed)
     z = latents(model, test, generator)
     samples = model.sample(n_samples, generator=generator)
-    return {"z": z, "ks": ks_distance(z, model.prior), "critical": ks_critical(z.numel()),
+    return {"z": z, "ks": ks_distance(z, model.prior.name), "critical": ks_critical(z.numel()),
             "curves": model_curves(model, train), "samples": samples}
 
 
@@ -202,7 +202,7 @@ def run_flow_1d(out: Path, budget: str, seed: int) -> dict[str, Any]:
         plot_flow_1d(out / f"{name}.png", f"cdf1d on {name}: {options['n_components']} "
                      f"{options['kind']} components, {options['prior']} prior, "
                      f"{train_seconds:g} s of training", data.train, found["curves"], found["z"],
-                     model.prior, found["samples"], data.levels)
+                     model.prior.name, found["samples"], data.levels)
         score = run.get("test_nats_per_dim", run.get("test_bits_per_dim"))
         reference = (round(histogram_bits_per_dim(data.train, data.test, data.levels), 4)
                      if data.levels else "n/a")

@@ -72,7 +72,7 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
     "made": {"hidden_sizes": [128]},
     "realnvp": {"n_scales": 2, "couplings_per_mask": 2, "final_couplings": 2, "hidden_channels": 16},
     "nice": {"hidden_features": 64, "hidden_layers": 2},
-    "glow": {"n_levels": 2, "steps_per_level": 2, "hidden_channels": 16},
+    "glow": {"n_scales": 2, "steps_per_scale": 2, "hidden_channels": 16},
     "maf": {"n_transforms": 2, "hidden_sizes": [64]},
     "iaf": {"n_transforms": 2, "hidden_sizes": [64]},
     "ffjord": {"hidden_channels": 8, "rtol": 1e-3, "atol": 1e-3},
@@ -90,8 +90,8 @@ TOO_SLOW_ON_A_CPU: dict[str, str] = {
 
 def image_models() -> list[str]:
     """Registered models that take images: autoregressive ones first, then flows, by name."""
-    models = [info for info in available_models().values() if "image" in info.cls.data_kinds]
-    return [m.name for m in sorted(models, key=lambda m: (m.cls.family != "autoregressive", m.name))]
+    models = [info for info in available_models().values() if "image" in info.data_kinds]
+    return [m.name for m in sorted(models, key=lambda m: (m.family != "autoregressive", m.name))]
 
 
 def model_options(model: str, budget: str) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def measure(run_dir: Path, model: str, data: str, train_seconds: float, seed: in
                            "bound": "", "parameters": 0, "steps": 0, "images_per_s": 0.0,
                            "sample_seconds": math.nan, "samples": None, "levels": 0, "test_images": 0,
                            "sample_temperature": None, "sample_note": None,
-                           "family": available_models()[model].cls.family, "error": None}
+                           "family": available_models()[model].family, "error": None}
     config = RunConfig(model=model, model_config=dict(options or {}), data=data, n_bits=n_bits,
                        time_budget=f"{train_seconds}s", seed=seed, batch_size=BATCH_SIZE,
                        eval_every=10**9, checkpoint_every=10**9, sample_count=0, threads=threads)
@@ -310,7 +310,7 @@ def leaderboard(out: Path, budget: str, seed: int) -> dict[str, Any]:
     native = load_dataset(data)
     skipped = left_out(budget, native.shape, native.levels)
     models = [m for m in image_models() if m not in skipped]
-    autoregressive = [m for m in models if available_models()[m].cls.family == "autoregressive"]
+    autoregressive = [m for m in models if available_models()[m].family == "autoregressive"]
     native_label, binary_label = f"{data}, {native.levels} levels", f"{data}, binarized"
     groups: dict[str, list[dict[str, Any]]] = {native_label: [], binary_label: []}
     for model in models:

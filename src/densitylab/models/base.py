@@ -4,16 +4,21 @@ A model is an ``nn.Module`` built from ``(config, shape, levels)``:
 
 - ``log_prob(x, cond=None, generator=None) -> Tensor[B]``: ``log P(x)`` in nats of integer data ``x``
   with values in ``{0..levels-1}`` and shape ``(B, *shape)`` (flows return the dequantization bound);
-- ``sample(n, cond=None, temperature=1.0, generator=None)``: integer data like the training data;
-- ``bits_per_dim(x) = -log_prob(x) / (D ln 2)``.
+- ``sample(sample_shape, cond=None, temperature=1.0, generator=None)``: data like the training data,
+  of shape ``(*sample_shape, *shape)`` (``sample_shape`` an int or a shape);
+- ``bits_per_dim(x) = -log_prob(x) / (D ln 2)``;
+- ``initialize(x)``: the explicit, one-off data-dependent initialisation; ``log_prob`` never
+  changes a parameter.
 
 ``shape`` is ``(C, H, W)`` for images or ``(D,)`` for vectors (the 1D and 2D toys). ``levels == 0``
 marks continuous data (float vectors): there ``log_prob`` is a density in nats and the unit is
-nats/dim (DESIGN.md section 1). Each model class declares in ``data_kinds`` which of ``"image"``,
-``"vector"`` and ``"continuous"`` it accepts; :func:`build_model` refuses the others in one line.
+nats/dim (see docs/design.md). Each registered model declares in ``data_kinds`` which of
+``"image"``, ``"vector"`` and ``"continuous"`` it accepts; :func:`build_model` refuses the others in
+one line.
 
-Models are registered by name with :func:`register_model` so the CLI, the Python API and a
-checkpoint all construct them the same way, through :func:`build_model`.
+Models are registered by name with :func:`register_model` (a class, or for flows a constructor
+function) so the CLI, the Python API and a checkpoint all construct them the same way, through
+:func:`build_model`.
 """
 
 from __future__ import annotations
@@ -30,13 +35,24 @@ from torch import nn
 from densitylab.errors import DensitylabError
 
 
+def sample_count(sample_shape: int | tuple[int, ...] | torch.Size) -> tuple[int, tuple[int, ...]]:
+    """``sample_shape`` (an int or a shape, as in ``torch.distributions``) -> ``(n, shape)`` with
+    ``n`` the number of samples to draw and ``shape`` the leading dimensions to give them."""
+    shape = (int(sample_shape),) if isinstance(sample_shape, int) else tuple(int(s) for s in sample_shape)
+    if any(s < 0 for s in shape):
+        raise DensitylabError(f"sample_shape must hold non-negative sizes, got {shape}")
+    return math.prod(shape), shape
+
+
 class DensityModel(nn.Module):
-    """Base class: stores the data shape and number of levels and validates inputs."""
+    """Base class: stores the data shape and number of levels, validates inputs, and gives the
+    ``torch.distributions``-style entry points (``log_prob``, ``sample(sample_shape)``)."""
 
     family: ClassVar[str] = "model"
     Config: ClassVar[type]
     default_lr: ClassVar[float] = 1e-3  # Adam learning rate used when a run does not set one
     data_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
+    registry_name: str = "model"
 
     def __init__(self, shape: tuple[int, ...], levels: int) -> None:
         super().__init__()
@@ -44,11 +60,26 @@ class DensityModel(nn.Module):
             raise DensitylabError(f"data shape must be (C, H, W) or (D,), got {tuple(shape)}")
         self.shape = tuple(int(s) for s in shape)
         self.levels = int(levels)
+        # whether :meth:`initialize` ran; saved with the weights, so a checkpoint records it
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "initialized"
+        if key not in state_dict:  # weights saved before the flag existed were always initialised
+            state_dict = {**state_dict, key: torch.tensor(True)}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     @property
     def continuous(self) -> bool:
         """True for real-valued data (``levels == 0``), scored in nats/dim."""
         return self.levels == 0
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes a ``cond`` (class labels or a continuous context)."""
+        return False
 
     @property
     def dim(self) -> int:
@@ -68,7 +99,7 @@ class DensityModel(nn.Module):
         if self.continuous:
             if not x.dtype.is_floating_point:
                 raise DensitylabError(f"expected real-valued data, got dtype {x.dtype}")
-            if x.numel() and not bool(torch.isfinite(x).all()):
+            if x.numel() and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
                 raise DensitylabError("the data holds NaN or infinite values; clean it first")
             return
         if x.dtype.is_floating_point or x.dtype == torch.bool:
@@ -85,13 +116,32 @@ class DensityModel(nn.Module):
                     f"found {low}..{high}; quantize the data with --n-bits"
                 )
 
+    def refuse_cond(self, cond: torch.Tensor | None) -> None:
+        """The one error of an unconditional model given a ``cond``."""
+        if cond is not None:
+            raise DensitylabError(
+                f"model {self.registry_name!r} is unconditional (not class-conditional, no "
+                "context): drop cond, or train it with --conditional or on data with a context"
+            )
+
     def step_metrics(self) -> dict[str, float]:
         """Numbers about the last training step the model wants logged (e.g. FFJORD's number of
         function evaluations); default none."""
         return {}
 
     def initialize_from_data(self, x: torch.Tensor) -> None:
-        """Data-dependent initialisation before the first step (default: nothing)."""
+        """The model's data-dependent initialisation (default: nothing); see :meth:`initialize`."""
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> DensityModel:
+        """Data-dependent initialisation from a batch of training data ``x`` (ActNorm statistics,
+        output biases at the data's histogram, mixture quantiles, ...), once, before training.
+        It is the only step that sets parameters from data: :meth:`log_prob` never does. Returns
+        the model; a second call does nothing (the flag is saved with the weights)."""
+        if not bool(self.initialized):
+            self.initialize_from_data(x)
+            self.initialized.fill_(True)
+        return self
 
     def log_prob(
         self,
@@ -105,11 +155,12 @@ class DensityModel(nn.Module):
 
     def sample(
         self,
-        n: int,
+        sample_shape: int | tuple[int, ...] = (),
         cond: torch.Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        """Samples of shape ``(*sample_shape, *shape)``, like the training data."""
         raise NotImplementedError
 
     def bits_per_dim(
@@ -121,26 +172,54 @@ class DensityModel(nn.Module):
         return -self.log_prob(x, cond, generator) / (self.dim * math.log(2))
 
     def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
+        """The options the model was built with ({} for a model built by hand)."""
+        config = getattr(self, "config", None)
+        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
 
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A registered model: how to build it (``factory(config, shape, levels)``) and what it takes."""
+
     name: str
-    cls: type[DensityModel]
     description: str
+    family: str
+    Config: type
+    default_lr: float
+    data_kinds: frozenset[str]
+    factory: Callable[[Any, tuple[int, ...], int], DensityModel]
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, description: str) -> Callable[[type], type]:
-    """Class decorator: make a model constructible by ``name``."""
+def register_model(
+    name: str,
+    description: str,
+    *,
+    config: type | None = None,
+    family: str | None = None,
+    default_lr: float | None = None,
+    data_kinds: frozenset[str] | None = None,
+) -> Callable[[Any], Any]:
+    """Make a model constructible by ``name``: decorates a :class:`DensityModel` subclass (its
+    class attributes ``Config``, ``family``, ``default_lr``, ``data_kinds`` describe it) or a
+    constructor function ``(config, shape, levels) -> DensityModel`` (described by the keyword
+    arguments), as the flows are: compositions of transforms, not subclasses."""
 
-    def decorate(cls: type) -> type:
-        _REGISTRY[name] = ModelInfo(name, cls, description)
-        cls.registry_name = name
-        return cls
+    def decorate(factory: Any) -> Any:
+        is_class = isinstance(factory, type)
+        _REGISTRY[name] = ModelInfo(
+            name, description,
+            family or (factory.family if is_class else "flow"),
+            config or factory.Config,
+            default_lr if default_lr is not None else (factory.default_lr if is_class else 1e-3),
+            data_kinds or (factory.data_kinds if is_class else frozenset({"image"})),
+            factory,
+        )
+        if is_class:
+            factory.registry_name = name
+        return factory
 
     return decorate
 
@@ -161,7 +240,7 @@ def model_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
         )
     from densitylab.config import coerce_fields
 
-    config_cls = models[name].cls.Config
+    config_cls = models[name].Config
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = set(overrides or {}) - fields
     if unknown:
@@ -175,12 +254,12 @@ def model_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
 def data_kind_problem(name: str, shape: tuple[int, ...], levels: int) -> str | None:
     """Why model ``name`` cannot take data of ``shape`` / ``levels`` (None when it can)."""
     models = available_models()
-    kinds = models[name].cls.data_kinds
+    kinds = models[name].data_kinds
     needed = "image" if len(shape) == 3 else "vector"
     what = f"{'continuous ' if levels == 0 else ''}{'images' if needed == 'image' else 'vectors'}"
     if needed not in kinds or (levels == 0 and "continuous" not in kinds):
-        fit = sorted(n for n, i in models.items() if needed in i.cls.data_kinds
-                     and (levels or "continuous" in i.cls.data_kinds))
+        fit = sorted(n for n, i in models.items() if needed in i.data_kinds
+                     and (levels or "continuous" in i.data_kinds))
         return (f"model {name!r} does not take {what} of shape {tuple(shape)}; "
                 f"use one of {', '.join(fit)} for this data")
     return None
@@ -203,7 +282,11 @@ def build_model(
     problem = data_kind_problem(name, tuple(shape), levels)
     if problem:
         raise DensitylabError(problem)
+    info = available_models()[name]
     try:
-        return available_models()[name].cls(cfg, tuple(shape), levels)
+        model = info.factory(cfg, tuple(shape), levels)
     except ValueError as exc:  # an option value the architecture cannot take
         raise DensitylabError(f"model {name!r}: {exc}; change the option") from None
+    model.config, model.registry_name = cfg, name
+    model.default_lr = info.default_lr  # type: ignore[misc]
+    return model

@@ -79,7 +79,10 @@ class Trainer:
     """Trains ``config.model`` on ``config.data`` into ``run_dir``."""
 
     def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False,
-                 force: bool = False, progress: bool = True) -> None:
+                 force: bool = False, progress: bool = True, model: DensityModel | None = None,
+                 data: ImageData | None = None) -> None:
+        """``model`` and ``data``, when given, replace the ones ``config`` names (the Python API's
+        :func:`densitylab.fit` trains a model the user built, on tensors)."""
         self.config = config.validate()
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -90,15 +93,19 @@ class Trainer:
         self.device = distributed.init_from_env(resolve_device(config.device))  # cuda:LOCAL_RANK
         self.autocast = autocast_dtype(config.precision, self.device)
         distributed.check_batch_size(config.batch_size)
-        with distributed.main_first():  # a download happens once
-            self.data: ImageData = load_dataset(config.data, config.n_bits, config.data_dir)
+        if data is None:
+            with distributed.main_first():  # a download happens once
+                data = load_dataset(config.data, config.n_bits, config.data_dir, config.context_columns)
+        self.data: ImageData = data
         self.n_classes = self._class_count() if config.conditional else 0
         if self.n_classes:
             config.model_config = dict(config.model_config) | {"n_classes": self.n_classes}
+        if self.data.context_features and model is None:
+            config.model_config = dict(config.model_config) | {
+                "context_features": self._context_features()}
         torch.manual_seed(config.seed)
-        self.model: DensityModel = build_model(
-            config.model, self.data.shape, self.data.levels, config.model_config
-        ).to(self.device)
+        self.model: DensityModel = (model if model is not None else build_model(
+            config.model, self.data.shape, self.data.levels, config.model_config)).to(self.device)
         if config.lr is None:
             config.lr = self.model.default_lr
         # fused: one kernel over all parameters (about half the optimizer time on a CPU)
@@ -113,7 +120,7 @@ class Trainer:
             config.seed + 1 + NOISE_SEED_STRIDE * distributed.rank())
         self.state = TrainState()
         self.train_images = self.data.train.to(self.device)
-        self.train_labels = self.data.train_labels.to(self.device) if self.n_classes else None
+        self.train_labels = self._train_cond()
         self.steps_per_epoch = len(self.train_images) // config.batch_size
         if self.steps_per_epoch == 0:
             raise DensitylabError(
@@ -151,14 +158,41 @@ class Trainer:
         if data.train_labels is None or data.test_labels is None:
             raise DensitylabError(f"--conditional needs labels, and {data.name} has none; "
                                   "choose a labelled dataset (mnist5k, fashion-mnist, digits, ...)")
-        model_cls = available_models()[name].cls if name in available_models() else None
-        fields = getattr(getattr(model_cls, "Config", None), "__dataclass_fields__", {})
-        if model_cls is not None and "n_classes" not in fields:
+        info = available_models().get(name)
+        if info is not None and "n_classes" not in info.Config.__dataclass_fields__:
             conditional = sorted(n for n, i in available_models().items()
-                                 if "n_classes" in getattr(i.cls.Config, "__dataclass_fields__", {}))
+                                 if "n_classes" in i.Config.__dataclass_fields__)
             raise DensitylabError(f"model {name!r} has no class-conditional version; use one of "
                                   f"{', '.join(conditional)}")
         return int(max(data.train_labels.max(), data.test_labels.max())) + 1
+
+    def _context_features(self) -> int:
+        """The width of the data's context, checked against the model's options."""
+        from densitylab.models.base import available_models
+
+        name = self.config.model
+        info = available_models().get(name)
+        if info is not None and "context_features" not in info.Config.__dataclass_fields__:
+            takers = sorted(n for n, i in available_models().items()
+                            if "context_features" in i.Config.__dataclass_fields__)
+            raise DensitylabError(f"model {name!r} takes no context; use one of {', '.join(takers)} "
+                                  "for data with context columns")
+        return self.data.context_features
+
+    def _train_cond(self) -> torch.Tensor | None:
+        """What conditions the model in training: class labels or a continuous context."""
+        if self.n_classes:
+            return self.data.train_labels.to(self.device)
+        if self.data.train_context is not None:
+            return self.data.train_context.to(self.device)
+        return None
+
+    def _test_cond(self, count: int) -> torch.Tensor | None:
+        if self.n_classes:
+            return self.data.test_labels[:count]
+        if self.data.test_context is not None:
+            return self.data.test_context[:count]
+        return None
 
     # ----- run directory -------------------------------------------------------------------
     def _check_run_dir(self, resume: bool, force: bool) -> None:
@@ -349,7 +383,7 @@ class Trainer:
         """Test bits/dim (nats/dim for continuous data) on the first ``max_images``, in fp32.
         Under DDP each rank scores its share of the images, and the sums are reduced."""
         images = self.data.test[:max_images] if max_images else self.data.test
-        labels = self.data.test_labels[: len(images)] if self.n_classes else None
+        labels = self._test_cond(len(images))
         start, stop = distributed.shard(images)  # all of them in a single process
         part_labels = None if labels is None else labels[start:stop]
         bpd = (bits_per_dim(self.model, images[start:stop], seed=self.config.seed, labels=part_labels)
@@ -370,7 +404,10 @@ class Trainer:
 
         cfg, state = self.config, self.state
         if self._needs_data_init:
-            self.model.initialize_from_data(self.train_images[:4096])
+            standardize = getattr(self.model, "standardize", None)
+            if self.data.standardize and standardize is not None:
+                standardize.fit(self.train_images)  # the whole train split
+            self.model.initialize(self.train_images[:4096])
             distributed.broadcast_module(self.model)  # every rank starts from rank 0's numbers
             self.save_checkpoint()  # step 0: a kill or an early divergence can always go back here
             self._needs_data_init = False
@@ -438,7 +475,7 @@ class Trainer:
         results = {
             "model": self.config.model,
             "data": self.config.data,
-            "conditional": bool(self.n_classes),
+            "conditional": bool(self.n_classes or self.data.context_features),
             "levels": self.data.levels,
             "shape": list(self.data.shape),
             "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -467,7 +504,12 @@ class Trainer:
         if len(self.data.shape) != 3:  # vectors: a histogram next to the data's
             from densitylab.viz.points import save_points_plot
 
-            samples = self.model.sample(max(self.config.sample_count, 2000), generator=generator)
+            count = max(self.config.sample_count, 2000)
+            cond = self._test_cond(count)
+            if cond is not None:  # conditional samples at the test set's contexts
+                count = len(cond)
+                cond = cond.to(self.device)
+            samples = self.model.sample(count, cond, generator=generator)
             save_points_plot(self.run_dir / SAMPLES_FILE, samples, "samples", self.model.levels,
                              reference=self.data.test)
         elif self.n_classes:  # one row per class

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from densitylab.errors import DensitylabError
-from densitylab.models.base import DensityModel
+from densitylab.models.base import DensityModel, sample_count
 from densitylab.nn.heads import make_head
 from densitylab.sampling import METHODS, FullPass, StepState, sample_in_order
 from densitylab.sampling.loop import raster_rank
@@ -40,6 +40,10 @@ class AutoregressiveImageModel(DensityModel):
             raise ValueError(f"n_classes must be >= 0, got {n_classes}")
         self.n_classes = int(n_classes)
         self.head = make_head(head, levels, mixture_components)
+
+    @property
+    def conditional(self) -> bool:
+        return self.n_classes > 0
 
     @property
     def params_per_channel(self) -> int:
@@ -69,9 +73,7 @@ class AutoregressiveImageModel(DensityModel):
 
     def check_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if self.n_classes == 0:
-            if cond is not None:
-                raise DensitylabError("this model is not class-conditional; train it with "
-                                      "--conditional to use labels")
+            self.refuse_cond(cond)
             return None
         if cond is None:
             raise DensitylabError(f"this model is class-conditional: give a label in "
@@ -116,11 +118,14 @@ class AutoregressiveImageModel(DensityModel):
         return self.cached_sampler
 
     @torch.no_grad()
-    def sample(self, n, cond=None, temperature=1.0, generator=None, method=None, progress=False):
-        """``n`` images drawn sub-pixel by sub-pixel; ``method`` as in :meth:`step_state`,
-        ``progress`` shows a bar over the sub-pixels."""
+    def sample(self, sample_shape=(), cond=None, temperature=1.0, generator=None, method=None,
+               progress=False):
+        """Images of shape ``(*sample_shape, C, H, W)`` drawn sub-pixel by sub-pixel; ``method``
+        as in :meth:`step_state`, ``progress`` shows a bar over the sub-pixels."""
+        n, leading = sample_count(sample_shape)
         cond = self.check_cond(cond, n)
-        return sample_in_order(self, n, cond, self.step_state(method), temperature, generator, progress)
+        images = sample_in_order(self, n, cond, self.step_state(method), temperature, generator, progress)
+        return images.reshape(*leading, *self.shape)
 
 
 class RasterConvModel(AutoregressiveImageModel):

@@ -126,6 +126,15 @@ class AutoregressiveMixtureCDF(Transform):
         bias[:, k : 2 * k] = (means - shift[:, None]) / scale[:, None]
         bias[:, 2 * k :] = log_scales - torch.log(scale)[:, None]
 
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Standardise with the data's mean and std; each dimension's mixture at its quantiles."""
+        if len(x) < 2:
+            return
+        y = x.double().flatten(1)
+        means, log_scales = quantile_init(y, self.n_components)
+        self.set_standardization(y.mean(0), y.std(0).clamp_min(1e-3), means, log_scales)
+
     def params(self, x: torch.Tensor) -> torch.Tensor:
         """Mixture parameters ``(B, D, 3K)`` in data units, dimension ``i`` from ``x_<i``."""
         raw = self.conditioner((x - self.shift) / self.scale)
@@ -150,34 +159,23 @@ class AutoregressiveMixtureCDF(Transform):
 
 
 @register_model("arflow", "autoregressive CDF flow: z_i = F(x_i | x_<i), mixture CDFs from a "
-                "masked MLP, uniform prior (CS294-158 2D homework)")
-class ARFlow(Flow):
-    Config = ARFlowConfig
-    default_lr = 5e-3
-    data_kinds = frozenset({"vector", "continuous"})
-
-    def __init__(self, config: ARFlowConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(shape, levels)
-        if len(self.shape) != 1:
-            raise ValueError(f"arflow models vectors (D,), got shape {self.shape}")
-        self.config = config
-        self.prior = check_latent(config.prior)
-        self.transform = AutoregressiveMixtureCDF(self.dim, config)
-        k = config.n_components
-        if self.continuous:
-            means, log_scales = standard_init(self.dim, k)
-            shift, scale = torch.zeros(self.dim), torch.ones(self.dim)
-        else:  # dequantized data in [0, 1)^D
-            means, log_scales = spread_init(self.dim, k, 0.0, 1.0)
-            shift, scale = torch.full((self.dim,), 0.5), torch.full((self.dim,), math.sqrt(1 / 12))
-        self.transform.set_standardization(shift, scale, means, log_scales)
-
-    @torch.no_grad()
-    def initialize_from_data(self, x: torch.Tensor) -> None:
-        """Standardise with the data's mean and std; each dimension's mixture at its quantiles."""
-        if len(x) < 2:
-            return
-        y = x.double() if self.continuous else (x.double() + 0.5) / self.levels
-        y = y.flatten(1)
-        means, log_scales = quantile_init(y, self.config.n_components)
-        self.transform.set_standardization(y.mean(0), y.std(0).clamp_min(1e-3), means, log_scales)
+                "masked MLP, uniform prior (CS294-158 2D homework)", config=ARFlowConfig,
+                default_lr=5e-3, data_kinds=frozenset({"vector", "continuous"}))
+def arflow(config: ARFlowConfig, shape: tuple[int, ...], levels: int) -> Flow:
+    """``Flow(AutoregressiveMixtureCDF -> prior)``, standardised for unit-scale data until its
+    data-dependent init fits the data's own scale and quantiles."""
+    if len(shape) != 1:
+        raise ValueError(f"arflow models vectors (D,), got shape {tuple(shape)}")
+    dim = shape[0]
+    transform = AutoregressiveMixtureCDF(dim, config)
+    k = config.n_components
+    if levels == 0:
+        means, log_scales = standard_init(dim, k)
+        shift, scale = torch.zeros(dim), torch.ones(dim)
+    else:  # dequantized data in [0, 1)^D
+        means, log_scales = spread_init(dim, k, 0.0, 1.0)
+        shift, scale = torch.full((dim,), 0.5), torch.full((dim,), math.sqrt(1 / 12))
+    transform.set_standardization(shift, scale, means, log_scales)
+    flow = Flow(shape, levels, transform, prior=check_latent(config.prior))
+    flow.init_examples = 4096
+    return flow

@@ -216,7 +216,10 @@ class CNF(Transform):
 
     ``generator``: set it (e.g. for the duration of a ``log_prob`` call) to draw the Hutchinson
     noise from a seeded generator; without it the noise comes from torch's global generator.
+    ``Flow.log_prob`` does so for every transform that declares ``uses_noise``.
     """
+
+    uses_noise = True
 
     def __init__(
         self,
@@ -326,9 +329,20 @@ class CNF(Transform):
         """Data -> noise: ``(z(T), int_0^T tr(df/dz) dt)``."""
         return self._integrate(x, reverse=False)
 
-    def inverse(self, z, cond=None, with_logdet: bool = True):
-        """Noise -> data: ``(z(0), -int_0^T tr dt)``; ``with_logdet=False`` (sampling) solves for
-        ``z`` alone, skipping the trace, and returns a zero log-determinant."""
-        if not with_logdet:
-            return self._integrate(z, reverse=True, with_logdet=False), z.new_zeros(z.shape[0])
+    def inverse(self, z, cond=None):
+        """Noise -> data: ``(z(0), -int_0^T tr dt)``."""
         return self._integrate(z, reverse=True)
+
+    def invert(self, z, cond=None):
+        """Noise -> data without the trace (sampling): one ODE solve for ``z`` alone."""
+        return self._integrate(z, reverse=True, with_logdet=False)
+
+    def step_metrics(self) -> dict[str, float]:
+        """Function evaluations of the last forward solve (and of the adjoint's backward solve),
+        and the end time when it is learned."""
+        metrics = {"nfe_forward": float(self.last_nfe_forward)}
+        if self.last_nfe_backward is not None:
+            metrics["nfe_backward"] = float(self.last_nfe_backward)
+        if self.sqrt_end_time is not None:
+            metrics["end_time"] = float(self.end_time())
+        return metrics

@@ -21,7 +21,8 @@ Also here: Glow's channel coupling (Kingma & Dhariwal, 2018), ``z_b = (x_b + t(x
 r(x_a) + 2)``, ``log|det| = sum log sigmoid(r + 2)`` (of image channels or vector coordinates);
 and the couplings of vectors with the even and odd coordinates as the two parts: NICE's additive
 one (Dinh, Krueger & Bengio, 2015), ``z_b = x_b + m(x_a)``, ``log|det| = 0``, and RealNVP's affine
-one, ``z_b = x_b * exp(s(x_a)) + t(x_a)``.
+one, ``z_b = x_b * exp(s(x_a)) + t(x_a)``. The vector couplings can take a continuous context
+``c``: their networks then read ``(x_a, c)``, which makes the flow a conditional density ``p(x | c)``.
 """
 
 from __future__ import annotations
@@ -168,32 +169,48 @@ scales near 0 and sampling overflowed to infinity.
     """
 
     def __init__(self, channels: int, hidden: int = 64, hidden_layers: int = 1,
-                 vectors: bool = False) -> None:
+                 vectors: bool = False, context_features: int = 0) -> None:
         super().__init__()
         if channels < 2:
             raise ValueError(f"a channel coupling needs at least 2 channels, got {channels}")
+        if context_features and not vectors:
+            raise ValueError("a context conditions vector couplings only")
         self.split = channels // 2
+        self.context_features = context_features
         out = 2 * (channels - self.split)
-        self.net = (MLP(self.split, out, hidden, hidden_layers + 1) if vectors
+        self.net = (MLP(self.split + context_features, out, hidden, hidden_layers + 1) if vectors
                     else CouplingNet(self.split, out, hidden, hidden_layers))
 
-    def _shift_log_scale(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t, r = self.net(a).chunk(2, dim=1)
+    def _shift_log_scale(self, a: torch.Tensor, cond: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        t, r = self.net(with_context(a, cond, self.context_features)).chunk(2, dim=1)
         log_scale = torch.logaddexp(torch.full_like(r, math.log(SCALE_MIN)),
                                     math.log1p(-SCALE_MIN) + F.logsigmoid(r + 2.0))
         return t, log_scale
 
     def forward(self, x, cond=None):
         a, b = x[:, : self.split], x[:, self.split :]
-        t, log_scale = self._shift_log_scale(a)
+        t, log_scale = self._shift_log_scale(a, cond)
         z_b = (b + t) * torch.exp(log_scale)
         return torch.cat([a, z_b], 1), log_scale.flatten(1).sum(1)
 
     def inverse(self, z, cond=None):
         a, b = z[:, : self.split], z[:, self.split :]
-        t, log_scale = self._shift_log_scale(a)
+        t, log_scale = self._shift_log_scale(a, cond)
         x_b = b * torch.exp(-log_scale) - t
         return torch.cat([a, x_b], 1), -log_scale.flatten(1).sum(1)
+
+
+def with_context(a: torch.Tensor, cond: torch.Tensor | None, context_features: int) -> torch.Tensor:
+    """The conditioner's input: ``a``, with the context ``cond`` appended when the layer takes one
+    (a layer built without a context refuses one, and one built with it needs it)."""
+    if not context_features:
+        if cond is not None:
+            raise ValueError("this coupling takes no context")
+        return a
+    if cond is None or cond.shape != (a.shape[0], context_features):
+        raise ValueError(f"this coupling needs a context of shape ({a.shape[0]}, {context_features})")
+    return torch.cat([a, cond.to(a.dtype)], 1)
 
 
 class MLP(nn.Module):
@@ -223,15 +240,17 @@ class EvenOddCoupling(Transform):
     ``_uncouple(z_b, x_a)``, each returning the new part and its ``log|det|``.
     """
 
-    def __init__(self, dim: int, parity: int) -> None:
+    def __init__(self, dim: int, parity: int, context_features: int = 0) -> None:
         super().__init__()
         if dim < 2:
             raise ValueError(f"a coupling needs at least 2 dimensions, got {dim}")
+        self.context_features = context_features
         index = torch.arange(dim)
         self.register_buffer("index_a", index[index % 2 == parity], persistent=False)
         self.register_buffer("index_b", index[index % 2 != parity], persistent=False)
 
     def _couple(self, x_b, x_a):
+        """``x_a`` is the conditioner's input (with the context appended, if any)."""
         raise NotImplementedError
 
     def _uncouple(self, z_b, x_a):
@@ -241,11 +260,13 @@ class EvenOddCoupling(Transform):
         return x.index_copy(1, self.index_b, part.to(x.dtype))  # bf16/fp16 under autocast
 
     def forward(self, x, cond=None):
-        z_b, logabsdet = self._couple(x[:, self.index_b], x[:, self.index_a])
+        a = with_context(x[:, self.index_a], cond, self.context_features)
+        z_b, logabsdet = self._couple(x[:, self.index_b], a)
         return self._with_part(x, z_b), logabsdet
 
     def inverse(self, z, cond=None):
-        x_b, logabsdet = self._uncouple(z[:, self.index_b], z[:, self.index_a])
+        a = with_context(z[:, self.index_a], cond, self.context_features)
+        x_b, logabsdet = self._uncouple(z[:, self.index_b], a)
         return self._with_part(z, x_b), logabsdet
 
 
@@ -271,10 +292,11 @@ class AffineVectorCoupling(EvenOddCoupling):
     ``log|det| = sum s``, with ``s = scale * tanh(s_raw)`` bounded by a learned per-coordinate
     ``scale`` (as :class:`AffineCoupling`) and an MLP whose last layer starts at zero."""
 
-    def __init__(self, dim: int, parity: int, hidden: int = 128, layers: int = 2) -> None:
-        super().__init__(dim, parity)
+    def __init__(self, dim: int, parity: int, hidden: int = 128, layers: int = 2,
+                 context_features: int = 0) -> None:
+        super().__init__(dim, parity, context_features)
         width = len(self.index_b)
-        self.net = MLP(len(self.index_a), 2 * width, hidden, layers)
+        self.net = MLP(len(self.index_a) + context_features, 2 * width, hidden, layers)
         self.scale = nn.Parameter(torch.ones(width))
 
     def _scale_shift(self, x_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ stack of continuous normalizing flows (``cnf.py``; Chen et al. 2018).
 - Continuous vectors (the 1D / 2D toys): no preprocessing; ``f`` is a concat-squash MLP and the
   score is the density in nats. With ``trace="auto"`` and ``D <= exact_max_dim`` the trace is
   exact in training and evaluation, so reported numbers are exact up to the solver tolerance.
-- Discrete data (images, gaps-1d): uniform dequantization ``y = (x + u)/K`` (``dequantized.py``),
+- Discrete data (images, gaps-1d): uniform dequantization ``y = (x + u)/K`` (``flow.py``),
   RealNVP's logit map ``logit(alpha + (1 - 2 alpha) y)``, and for images ``squeeze`` (default 2)
   squeezes ``(C, H, W) -> (4C, H/2, W/2)`` (volume preserving, log-det 0) so the ODE's conv net
   runs on ``16 x 7 x 7`` for 28x28 inputs: a single-scale model on a space-to-depth input
@@ -18,21 +18,21 @@ stack of continuous normalizing flows (``cnf.py``; Chen et al. 2018).
   estimate, an unbiased estimate of the bound (its noise averages out over a test set).
 
 Sampling integrates the CNFs backwards from Gaussian noise (without the trace). The number of
-function evaluations of the last training step is logged through :meth:`step_metrics`
-(``nfe_forward``; ``nfe_backward`` for the adjoint's backward solve).
+function evaluations of the last training step is logged through ``Flow.step_metrics``
+(``nfe_forward``; ``nfe_backward`` for the adjoint's backward solve); :func:`nfe` reads them. The
+model is a :class:`Flow` built by :func:`ffjord`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from densitylab.models.base import register_model
 from densitylab.models.flows.cnf import CNF, ConcatConvNet, ConcatSquashMLP
 from densitylab.models.flows.flow import Flow
-from densitylab.models.flows.priors import prior_sample
 from densitylab.models.flows.transforms import (
     DEFAULT_LOGIT_ALPHA,
     CompositeTransform,
@@ -78,94 +78,58 @@ class FFJORDConfig:
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
 
 
+def cnf_block(config: FFJORDConfig, latent_shape: tuple[int, ...]) -> CNF:
+    """One CNF with FFJORD's dynamics: a concat-squash MLP on vectors, a concat conv net on images."""
+    if len(latent_shape) == 3:
+        net: nn.Module = ConcatConvNet(latent_shape[0], config.hidden_channels, config.conv_layers,
+                                       config.activation)
+    else:
+        net = ConcatSquashMLP(latent_shape[0], config.hidden, config.n_layers, config.activation)
+    return CNF(net, end_time=config.end_time, learn_end_time=config.learn_end_time,
+               solver=config.solver, rtol=config.rtol, atol=config.atol,
+               step_size=config.step_size, adjoint=config.adjoint, trace=config.trace,
+               noise=config.noise, exact_max_dim=config.exact_max_dim,
+               eval_exact_max_dim=config.eval_exact_max_dim)
+
+
 @register_model("ffjord", "FFJORD: continuous normalizing flow (ODE, dopri5), Hutchinson or exact "
-                "trace, optional adjoint; vectors and images (logit, squeeze, conv dynamics)")
-class FFJORD(Flow):
-    Config = FFJORDConfig
-    default_lr = 1e-3
-    data_kinds = frozenset({"image", "vector", "continuous"})
+                "trace, optional adjoint; vectors and images (logit, squeeze, conv dynamics)",
+                config=FFJORDConfig, default_lr=1e-3,
+                data_kinds=frozenset({"image", "vector", "continuous"}))
+def ffjord(config: FFJORDConfig, shape: tuple[int, ...], levels: int) -> Flow:
+    """FFJORD: ``Flow([logit -> squeezes ->] CNF_n o ... o CNF_1 -> N(0, I))``."""
+    if min(config.hidden, config.hidden_channels, config.n_blocks) < 1 or min(
+            config.n_layers, config.conv_layers, config.squeeze) < 0:
+        raise ValueError("hidden, hidden_channels and n_blocks must be >= 1; n_layers, "
+                         "conv_layers and squeeze >= 0")
+    image = len(shape) == 3
+    steps: list[Transform] = [LogitTransform(config.alpha)] if levels > 0 else []
+    latent_shape: tuple[int, ...] = (math.prod(shape),)
+    if image:
+        c, h, w = shape
+        for _ in range(config.squeeze):
+            if h % 2 or w % 2:
+                break
+            steps.append(Squeeze())
+            c, h, w = 4 * c, h // 2, w // 2
+        latent_shape = (c, h, w)
+    blocks = CompositeTransform([cnf_block(config, latent_shape) for _ in range(config.n_blocks)])
+    return Flow(shape, levels, blocks, prior="gaussian",
+                preprocess=CompositeTransform(steps) if steps else None,
+                dequantization=config.dequantization, flatten=not image, latent_shape=latent_shape)
 
-    def __init__(self, config: FFJORDConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(shape, levels)
-        self.config = config
-        self.set_dequantization(config.dequantization)
-        if min(config.hidden, config.hidden_channels, config.n_blocks) < 1 or min(
-                config.n_layers, config.conv_layers, config.squeeze) < 0:
-            raise ValueError("hidden, hidden_channels and n_blocks must be >= 1; n_layers, "
-                             "conv_layers and squeeze >= 0")
-        image = len(self.shape) == 3
-        self.flatten = not image
-        steps: list[Transform] = []
-        if not self.continuous:
-            steps.append(LogitTransform(config.alpha))
-        self._latent_shape = (self.dim,) if not image else self.shape
-        if image:
-            c, h, w = self.shape
-            for _ in range(config.squeeze):
-                if h % 2 or w % 2:
-                    break
-                steps.append(Squeeze())
-                c, h, w = 4 * c, h // 2, w // 2
-            self._latent_shape = (c, h, w)
-        self.preprocess = CompositeTransform(steps) if steps else None
-        self.transform = CompositeTransform([self._cnf(config, image) for _ in range(config.n_blocks)])
 
-    def _cnf(self, config: FFJORDConfig, image: bool) -> CNF:
-        if image:
-            net: nn.Module = ConcatConvNet(self._latent_shape[0], config.hidden_channels,
-                                           config.conv_layers, config.activation)
-        else:
-            net = ConcatSquashMLP(self.dim, config.hidden, config.n_layers, config.activation)
-        return CNF(net, end_time=config.end_time, learn_end_time=config.learn_end_time,
-                   solver=config.solver, rtol=config.rtol, atol=config.atol,
-                   step_size=config.step_size, adjoint=config.adjoint, trace=config.trace,
-                   noise=config.noise, exact_max_dim=config.exact_max_dim,
-                   eval_exact_max_dim=config.eval_exact_max_dim)
+def cnf_blocks(model: Flow) -> list[CNF]:
+    """The CNF blocks of an FFJORD model, in the data -> noise order."""
+    return [m for m in model.transform.modules() if isinstance(m, CNF)]
 
-    @property
-    def cnfs(self) -> list[CNF]:
-        """The CNF blocks, in the data -> noise order."""
-        return list(self.transform.transforms)  # type: ignore[arg-type]
 
-    def latent_shape(self) -> tuple[int, ...]:
-        return self._latent_shape
-
-    def _use_generator(self, generator: torch.Generator | None) -> None:
-        for cnf in self.cnfs:
-            cnf.generator = generator
-
-    def log_prob(self, x, cond=None, generator=None):
-        """The dequantization bound (or the density of continuous data); ``generator`` feeds the
-        dequantization noise and then the Hutchinson noise of each CNF."""
-        self._use_generator(generator)
-        try:
-            return super().log_prob(x, cond, generator)
-        finally:
-            self._use_generator(None)
-
-    def sample_continuous(self, n, cond=None, temperature=1.0, generator=None):
-        z = prior_sample(self.prior, (n, *self.latent_shape()), generator, temperature,
-                         self.device, self.dtype)
-        for cnf in reversed(self.cnfs):
-            z, _ = cnf.inverse(z, with_logdet=False)
-        if self.preprocess is not None:
-            z, _ = self.preprocess.inverse(z)
-        return z.reshape(-1, *self.shape)
-
-    def nfe(self) -> dict[str, int | None]:
-        """Function evaluations of the last solves, summed over the CNF blocks."""
-        backward = [c.last_nfe_backward for c in self.cnfs]
-        return {
-            "forward": sum(c.last_nfe_forward for c in self.cnfs),
-            "inverse": sum(c.last_nfe_inverse for c in self.cnfs),
-            "backward": None if None in backward else sum(b for b in backward if b is not None),
-        }
-
-    def step_metrics(self) -> dict[str, float]:
-        counts = self.nfe()
-        metrics = {"nfe_forward": float(counts["forward"])}
-        if counts["backward"] is not None:
-            metrics["nfe_backward"] = float(counts["backward"])
-        if self.config.learn_end_time:
-            metrics["end_time"] = float(sum(float(c.end_time()) for c in self.cnfs) / len(self.cnfs))
-        return metrics
+def nfe(model: Flow) -> dict[str, int | None]:
+    """Function evaluations of the last solves of an FFJORD model, summed over its CNF blocks."""
+    blocks = cnf_blocks(model)
+    backward = [c.last_nfe_backward for c in blocks]
+    return {
+        "forward": sum(c.last_nfe_forward for c in blocks),
+        "inverse": sum(c.last_nfe_inverse for c in blocks),
+        "backward": None if None in backward else sum(b for b in backward if b is not None),
+    }

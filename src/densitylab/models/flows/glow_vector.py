@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from densitylab.models.base import register_model
 from densitylab.models.flows.coupling import GlowCoupling
+from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.invconv import InvConv1x1
 from densitylab.models.flows.transforms import (
     DEFAULT_LOGIT_ALPHA,
@@ -34,40 +35,42 @@ from densitylab.models.flows.transforms import (
     CompositeTransform,
     Transform,
 )
-from densitylab.models.flows.vector_flow import VectorCouplingFlow
+from densitylab.models.flows.realnvp_vector import check_vector_dim, vector_flow
 
 
 @dataclass
 class GlowVectorConfig:
     """``steps`` flow steps; each coupling's MLP has ``hidden_layers + 1`` hidden layers of
     ``hidden_features`` units (the image Glow's conv net has ``hidden_layers`` 1x1 layers between
-    two 3x3 ones); ``alpha`` is the logit's margin for discrete data."""
+    two 3x3 ones); ``alpha`` is the logit's margin for discrete data; ``context_features > 0``
+    conditions every coupling on a context."""
 
     steps: int = 8
     hidden_features: int = 128
     hidden_layers: int = 1
     alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
+    context_features: int = 0
 
 
-def vector_flow_step(dim: int, hidden: int, hidden_layers: int) -> CompositeTransform:
+def vector_flow_step(dim: int, hidden: int, hidden_layers: int,
+                     context_features: int = 0) -> CompositeTransform:
     """ActNorm -> invertible linear map -> Glow's affine coupling, on ``(B, dim)`` vectors."""
     return CompositeTransform([AsChannels(ActNorm(dim)), AsChannels(InvConv1x1(dim)),
-                               GlowCoupling(dim, hidden, hidden_layers, vectors=True)])
+                               GlowCoupling(dim, hidden, hidden_layers, vectors=True,
+                                            context_features=context_features)])
 
 
 @register_model("glow_vector", "Glow steps on vectors: ActNorm + LU invertible linear map + affine "
-                "coupling (MLPs), Gaussian prior; the 2D toys and other vectors")
-class GlowVector(VectorCouplingFlow):
-    Config = GlowVectorConfig
-    prior = "gaussian"
-
-    def __init__(self, config: GlowVectorConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(shape, levels, config.dequantization, config.alpha)
-        self.config = config
-        if min(config.steps, config.hidden_features) < 1 or config.hidden_layers < 0:
-            raise ValueError("steps and hidden_features must be >= 1, hidden_layers >= 0")
-        steps: list[Transform] = [vector_flow_step(self.dim, config.hidden_features,
-                                                   config.hidden_layers)
-                                  for _ in range(config.steps)]
-        self.transform = CompositeTransform(steps)
+                "coupling (MLPs), Gaussian prior, optional context; the 2D toys and tables",
+                config=GlowVectorConfig, default_lr=1e-3,
+                data_kinds=frozenset({"vector", "continuous"}))
+def glow_vector(config: GlowVectorConfig, shape: tuple[int, ...], levels: int) -> Flow:
+    if min(config.steps, config.hidden_features) < 1 or config.hidden_layers < 0:
+        raise ValueError("steps and hidden_features must be >= 1, hidden_layers >= 0")
+    dim = check_vector_dim(shape)
+    steps: list[Transform] = [vector_flow_step(dim, config.hidden_features, config.hidden_layers,
+                                               config.context_features)
+                              for _ in range(config.steps)]
+    return vector_flow(shape, levels, CompositeTransform(steps), "gaussian",
+                       config.dequantization, config.alpha, config.context_features)

@@ -17,11 +17,13 @@ sampler, MAF the fast density.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from densitylab.models.base import register_model
 from densitylab.models.flows.autoregressive import InverseTransform
-from densitylab.models.flows.maf import AutoregressiveFlow, MAFConfig, autoregressive_stack
+from densitylab.models.flows.flow import Flow
+from densitylab.models.flows.maf import MAFConfig, autoregressive_flow, autoregressive_stack, check_config
 
 
 @dataclass
@@ -31,10 +33,10 @@ class IAFConfig(MAFConfig):
 
 
 @register_model("iaf", "IAF: the inverse of MAF's masked autoregressive stack; sampling in one "
-                "pass per transform, density in D; dequantization bound")
-class IAF(AutoregressiveFlow):
-    Config = IAFConfig
-
-    def __init__(self, config: IAFConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(config, shape, levels)
-        self.transform = InverseTransform(autoregressive_stack(self.config, self.dim))
+                "pass per transform, density in D; dequantization bound", config=IAFConfig,
+                default_lr=1e-3, data_kinds=frozenset({"image", "vector", "continuous"}))
+def iaf(config: IAFConfig, shape: tuple[int, ...], levels: int) -> Flow:
+    """IAF: ``Flow([logit ->] (T_n o ... o T_1)^-1 -> prior)`` with MAF's stack ``T``."""
+    config = check_config(config)
+    return autoregressive_flow(config, shape, levels,
+                               InverseTransform(autoregressive_stack(config, math.prod(shape))))

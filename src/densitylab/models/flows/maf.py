@@ -7,9 +7,14 @@ A stack of ``n`` masked autoregressive transforms (``autoregressive.py``), data 
 
 each ``T_k`` in its own order (``permutation="reverse"``: the natural order and its reverse in
 turn, as in the paper; ``"random"``: a random permutation per transform). Images are dequantized
-(``dequantized.py``), mapped by ``h = logit(alpha + (1 - 2 alpha) y)`` and flattened to ``D =
+(``flow.py``), mapped by ``h = logit(alpha + (1 - 2 alpha) y)`` and flattened to ``D =
 C*H*W``; continuous toys (``levels == 0``) go in as they are. Density evaluation and training take
 one MADE pass per transform; sampling takes ``D`` sequential passes per transform.
+
+With ``context_features > 0`` every MADE also reads a continuous context ``c`` (unmasked), so the
+flow is a conditional density ``p(x | c)`` (tabular density estimation, simulation-based
+inference). The model is a :class:`Flow` built by :func:`maf`; IAF (``iaf.py``) is the same stack
+inverted.
 
 Deviations: no batch normalisation between transforms (each ``T_k`` starts as the identity
 instead, so a model's output never depends on the batch; ``actnorm=True`` puts a data-initialised
@@ -22,6 +27,7 @@ triangle of each MADE layer is not stored (see ``autoregressive.py``), so the pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -37,7 +43,6 @@ from densitylab.models.flows.transforms import (
     CompositeTransform,
     LogitTransform,
     Transform,
-    initialize_actnorms,
 )
 
 PERMUTATIONS = ("reverse", "random")
@@ -59,11 +64,10 @@ class MAFConfig:
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
     prior: str = "gaussian"  # or "logistic"
     permutation: str = "reverse"  # one of PERMUTATIONS
-    # MADE hidden degrees: "random" (MADE's) or "sequential" (the MAF paper's code); 2-minute
-    # Fashion-MNIST runs: random 4.283 bits/dim at 942 images/s, sequential 4.341 at 880
-    degrees: str = "random"
+    degrees: str = "random"  # MADE hidden degrees: "random" (MADE's) or "sequential" (MAF's code)
     actnorm: bool = False  # ActNorm after each transform (in place of the paper's batch norm)
     seed: int = 0
+    context_features: int = 0  # > 0: a conditional density p(x | c) of a continuous context c
 
 
 def check_config(config: MAFConfig) -> MAFConfig:
@@ -84,6 +88,8 @@ def check_config(config: MAFConfig) -> MAFConfig:
                          f"got {config.permutation!r}")
     if config.prior not in PRIORS or config.prior == "uniform":
         raise ValueError(f"prior must be 'gaussian' or 'logistic', got {config.prior!r}")
+    if config.context_features < 0:
+        raise ValueError(f"context_features must be >= 0, got {config.context_features}")
     return config
 
 
@@ -100,56 +106,29 @@ def autoregressive_stack(config: MAFConfig, dim: int) -> CompositeTransform:
     """``T_n o ... o T_1``, data -> noise, each ``T_k`` one MADE pass (followed by ActNorm when
     ``config.actnorm``)."""
     transforms: list[Transform] = []
+    context = {"context_features": config.context_features} if config.context_features else {}
     for k, order in enumerate(orders(config, dim)):
         transforms.append(MaskedAutoregressiveTransform(
             dim, config.hidden_sizes, order, config.transform, config.bins, config.tail_bound,
-            config.scale_bound, seed=config.seed * 1000 + k, degrees=config.degrees))
+            config.scale_bound, seed=config.seed * 1000 + k, degrees=config.degrees, **context))
         if config.actnorm:
             transforms.append(AsChannels(ActNorm(dim)))
     return CompositeTransform(transforms)
 
 
-class AutoregressiveFlow(Flow):
-    """What MAF and IAF share: config checks, preprocessing and the prior."""
-
-    data_kinds = frozenset({"image", "vector", "continuous"})
-    default_lr = 1e-3
-
-    def __init__(self, config: MAFConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(shape, levels)
-        self.config = check_config(config)
-        self.set_dequantization(config.dequantization)
-        self.prior = config.prior
-        if not self.continuous:
-            self.preprocess = LogitTransform(config.alpha)
-
-    def initialize_from_data(self, x: torch.Tensor) -> None:
-        """ActNorm's data-dependent init (``actnorm=True``; MAF only: an IAF's data -> noise
-        direction runs each ActNorm's inverse, so there they start as the identity)."""
-        initialize_actnorms(self, x)
-
-    def log_density(self, y, cond=None):
-        _unconditional(cond)
-        return super().log_density(y)
-
-    def sample_continuous(self, n, cond=None, temperature=1.0, generator=None):
-        _unconditional(cond)
-        return super().sample_continuous(n, None, temperature, generator)
+def autoregressive_flow(config: MAFConfig, shape: tuple[int, ...], levels: int,
+                        transform: Transform) -> Flow:
+    """What MAF and IAF share: the logit preprocessing of discrete data and the prior."""
+    return Flow(shape, levels, transform, prior=config.prior,
+                preprocess=LogitTransform(config.alpha) if levels > 0 else None,
+                dequantization=config.dequantization, context_features=config.context_features)
 
 
-def _unconditional(cond) -> None:
-    if cond is not None:
-        raise ValueError("maf and iaf are unconditional: they take no cond (labels); drop --conditional")
-
-
-@register_model("maf", "MAF: masked autoregressive flow (MADE affine or spline transforms); "
-                "density in one pass per transform, sampling in D; dequantization bound")
-class MAF(AutoregressiveFlow):
-    Config = MAFConfig
-    # 8-minute Fashion-MNIST benchmark (benchmarks/fixed_budget.py): with the logit margin 1e-4,
-    # 3.649 bits/dim at 2e-3 and 3.701 at 1e-3; with 0.05, 3.974 at 1e-3, 4.057 at 3e-3, 4.049 at 5e-4
-    default_lr = 2e-3
-
-    def __init__(self, config: MAFConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(config, shape, levels)
-        self.transform = autoregressive_stack(self.config, self.dim)
+@register_model("maf", "MAF: masked autoregressive flow (MADE affine or spline transforms), optional "
+                "context; density in one pass per transform, sampling in D; dequantization bound",
+                config=MAFConfig, default_lr=2e-3, data_kinds=frozenset({"image", "vector", "continuous"}))
+def maf(config: MAFConfig, shape: tuple[int, ...], levels: int) -> Flow:
+    """MAF: ``Flow([logit ->] T_n o ... o T_1 -> prior)``."""
+    config = check_config(config)
+    return autoregressive_flow(config, shape, levels,
+                               autoregressive_stack(config, math.prod(shape)))

@@ -241,6 +241,13 @@ class MixtureCDF(Transform):
         return x, -self.forward(x, cond)[1]
 
     @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Data-dependent init (unconditional only): means at the quantiles of ``x``, scales from
+        its standard deviation (:func:`quantile_init`)."""
+        if not self.conditional and len(x) > 0:
+            self.set_mixture(*quantile_init(x.flatten(1), self.n_components))
+
+    @torch.no_grad()
     def set_mixture(self, means: torch.Tensor, log_scales: torch.Tensor) -> None:
         """Equal weights, the given ``(D, K)`` means and log-scales (unconditional only)."""
         self.logits.zero_()

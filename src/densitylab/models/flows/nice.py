@@ -11,19 +11,19 @@ scaling, onto a standard logistic prior:
 With ``couplings = 4`` every coordinate is shifted twice, as in the paper. The last layer of each
 ``m_k`` and ``s`` start at zero, so the flow starts as the identity.
 
-Images are dequantized to ``y in [0,1)^D`` (``dequantized.py``) and, by default, mapped by
-RealNVP's ``logit(alpha + (1 - 2 alpha) y)`` before the couplings (``preprocess="logit"``, with its
-log-determinant). NICE itself modelled ``y`` directly (``preprocess="none"``); the logit map
-gives far lower bits/dim in 30 s CPU runs (8x8 digits: 3.16 vs 6.00; mnist5k: 6.24 vs 9.94; a
-logistic prior on ``[0, 1)`` data wastes much of its mass outside the data's range), so it is the
-default. With
-``preprocess="logit"``, ``alpha = 0`` and the identity initialisation the density is exactly
-uniform on ``[0, 1)^D`` (logistic prior o logit), the ``log2 K`` bits/dim anchor. Vectors (the toys)
-are used as they are (no preprocessing); continuous data is scored in nats/dim.
+Images are dequantized to ``y in [0,1)^D`` (``flow.py``) and, by default, mapped by RealNVP's
+``logit(alpha + (1 - 2 alpha) y)`` before the couplings (``preprocess="logit"``, with its
+log-determinant). NICE itself modelled ``y`` directly (``preprocess="none"``); a logistic prior on
+``[0, 1)`` data wastes much of its mass outside the data's range, and the logit map trains to far
+lower bits/dim (docs/benchmarks.md), so it is the default. With ``preprocess="logit"``,
+``alpha = 0`` and the identity initialisation the density is exactly uniform on ``[0, 1)^D``
+(logistic prior o logit), the ``log2 K`` bits/dim anchor. Vectors (the toys) are used as they are;
+continuous data is scored in nats/dim. The model is a :class:`Flow` built by :func:`nice`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -72,33 +72,27 @@ class NICEConfig:
 
 
 @register_model("nice", "NICE: additive couplings (even/odd partitions, MLPs), diagonal scaling, "
-                "logistic prior; images, vectors and continuous toys")
-class NICE(Flow):
-    Config = NICEConfig
-    default_lr = 1e-3
-    data_kinds = frozenset({"image", "vector", "continuous"})
-    flatten = True
-
-    def __init__(self, config: NICEConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(shape, levels)
-        self.config = config
-        self.set_dequantization(config.dequantization)
-        self.prior = check_prior(config.prior)
-        if config.prior == "uniform":
-            raise ValueError("NICE's prior must be 'logistic' or 'gaussian' (a uniform prior "
-                             "needs a flow onto [0, 1))")
-        if config.preprocess not in PREPROCESSING:
-            raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, "
-                             f"got {config.preprocess!r}")
-        if config.couplings < 0 or min(config.hidden_features, config.hidden_layers) < 1:
-            raise ValueError("couplings must be >= 0, hidden_features and hidden_layers >= 1")
-        if self.dim < 2:
-            raise ValueError("NICE couples halves of the data, and 1-dimensional data has none "
-                             "(use a 1D flow for 1D data)")
-        layers: list[Transform] = []
-        if not self.continuous and config.preprocess == "logit":
-            layers.append(LogitTransform(config.alpha))
-        layers += [AdditiveCoupling(self.dim, k % 2, config.hidden_features, config.hidden_layers)
-                   for k in range(config.couplings)]
-        layers.append(DiagonalScaling(self.dim))
-        self.transform = CompositeTransform(layers)
+                "logistic prior; images, vectors and continuous toys", config=NICEConfig,
+                default_lr=1e-3, data_kinds=frozenset({"image", "vector", "continuous"}))
+def nice(config: NICEConfig, shape: tuple[int, ...], levels: int) -> Flow:
+    """NICE: ``Flow([logit ->] additive couplings -> diagonal scaling -> logistic prior)``."""
+    check_prior(config.prior)
+    if config.prior == "uniform":
+        raise ValueError("NICE's prior must be 'logistic' or 'gaussian' (a uniform prior "
+                         "needs a flow onto [0, 1))")
+    if config.preprocess not in PREPROCESSING:
+        raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, "
+                         f"got {config.preprocess!r}")
+    if config.couplings < 0 or min(config.hidden_features, config.hidden_layers) < 1:
+        raise ValueError("couplings must be >= 0, hidden_features and hidden_layers >= 1")
+    dim = math.prod(shape)
+    if dim < 2:
+        raise ValueError("NICE couples halves of the data, and 1-dimensional data has none "
+                         "(use a 1D flow for 1D data)")
+    layers: list[Transform] = [AdditiveCoupling(dim, k % 2, config.hidden_features, config.hidden_layers)
+                               for k in range(config.couplings)]
+    layers.append(DiagonalScaling(dim))
+    logit = levels > 0 and config.preprocess == "logit"
+    return Flow(shape, levels, CompositeTransform(layers), prior=config.prior,
+                preprocess=LogitTransform(config.alpha) if logit else None,
+                dequantization=config.dequantization)

@@ -21,26 +21,28 @@ with checkerboard and channel masks is ``realnvp.py``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from densitylab.models.base import register_model
 from densitylab.models.flows.coupling import AffineVectorCoupling
+from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.priors import check_prior
 from densitylab.models.flows.transforms import (
     DEFAULT_LOGIT_ALPHA,
     ActNorm,
     AsChannels,
     CompositeTransform,
+    LogitTransform,
     Transform,
 )
-from densitylab.models.flows.vector_flow import VectorCouplingFlow
 
 
 @dataclass
 class RealNVPVectorConfig:
     """``couplings`` affine couplings of alternating parity, each an MLP of ``hidden_layers``
     hidden layers of ``hidden_features`` units; ``actnorm`` after each; ``alpha`` is the logit's
-    margin for discrete data."""
+    margin for discrete data; ``context_features > 0`` conditions every coupling on a context."""
 
     couplings: int = 8
     hidden_features: int = 128
@@ -49,26 +51,43 @@ class RealNVPVectorConfig:
     prior: str = "gaussian"
     alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
+    context_features: int = 0
+
+
+def vector_flow(shape: tuple[int, ...], levels: int, transform: Transform, prior: str,
+                dequantization: str, alpha: float, context_features: int) -> Flow:
+    """What the coupling flows on ``(B, D)`` vectors share: continuous vectors go in as they
+    are; discrete ones are dequantized and mapped by RealNVP's logit first."""
+    return Flow(shape, levels, transform, prior=prior,
+                preprocess=LogitTransform(alpha) if levels > 0 else None,
+                dequantization=dequantization, context_features=context_features)
+
+
+def check_vector_dim(shape: tuple[int, ...]) -> int:
+    dim = math.prod(shape)
+    if dim < 2:
+        raise ValueError("a coupling flow splits the coordinates in two, and 1-dimensional "
+                         "data has one (use cdf1d for 1D data)")
+    return dim
 
 
 @register_model("realnvp_vector", "RealNVP on vectors: affine couplings with alternating even/odd "
-                "masks (MLPs), ActNorm, Gaussian prior; the 2D toys and other vectors")
-class RealNVPVector(VectorCouplingFlow):
-    Config = RealNVPVectorConfig
-
-    def __init__(self, config: RealNVPVectorConfig, shape: tuple[int, ...], levels: int) -> None:
-        super().__init__(shape, levels, config.dequantization, config.alpha)
-        self.config = config
-        self.prior = check_prior(config.prior)
-        if config.prior == "uniform":
-            raise ValueError("the prior must be 'gaussian' or 'logistic' (a uniform prior needs a "
-                             "flow onto [0, 1))")
-        if min(config.couplings, config.hidden_features, config.hidden_layers) < 1:
-            raise ValueError("couplings, hidden_features and hidden_layers must be >= 1")
-        layers: list[Transform] = []
-        for k in range(config.couplings):
-            layers.append(AffineVectorCoupling(self.dim, k % 2, config.hidden_features,
-                                               config.hidden_layers))
-            if config.actnorm:
-                layers.append(AsChannels(ActNorm(self.dim)))
-        self.transform = CompositeTransform(layers)
+                "masks (MLPs), ActNorm, Gaussian prior, optional context; the 2D toys and tables",
+                config=RealNVPVectorConfig, default_lr=1e-3,
+                data_kinds=frozenset({"vector", "continuous"}))
+def realnvp_vector(config: RealNVPVectorConfig, shape: tuple[int, ...], levels: int) -> Flow:
+    check_prior(config.prior)
+    if config.prior == "uniform":
+        raise ValueError("the prior must be 'gaussian' or 'logistic' (a uniform prior needs a "
+                         "flow onto [0, 1))")
+    if min(config.couplings, config.hidden_features, config.hidden_layers) < 1:
+        raise ValueError("couplings, hidden_features and hidden_layers must be >= 1")
+    dim = check_vector_dim(shape)
+    layers: list[Transform] = []
+    for k in range(config.couplings):
+        layers.append(AffineVectorCoupling(dim, k % 2, config.hidden_features,
+                                           config.hidden_layers, config.context_features))
+        if config.actnorm:
+            layers.append(AsChannels(ActNorm(dim)))
+    return vector_flow(shape, levels, CompositeTransform(layers), config.prior,
+                       config.dequantization, config.alpha, config.context_features)

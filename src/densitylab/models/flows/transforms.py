@@ -27,6 +27,10 @@ class Transform(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def invert(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The inverse without its log-determinant (sampling; transforms may make it cheaper)."""
+        return self.inverse(z, cond)[0]
+
 
 class CompositeTransform(Transform):
     """``t_n o ... o t_1``: forward applies the transforms in order, inverse in reverse."""
@@ -49,13 +53,16 @@ class CompositeTransform(Transform):
             total = total + logabsdet
         return z, total
 
+    def invert(self, z, cond=None):
+        for transform in reversed(self.transforms):
+            z = transform.invert(z, cond)
+        return z
 
-# The logit map's default margin for discrete data. Small, like the 1e-6 of the RealNVP and MAF
-# papers on MNIST, not RealNVP's 0.05 for CIFAR-10: on 8-bit Fashion-MNIST, where most pixels are
+
+# The logit map's default margin for discrete data: small, like the 1e-6 of the RealNVP and MAF
+# papers on MNIST, not RealNVP's 0.05 for CIFAR-10. On 8-bit Fashion-MNIST, where most pixels are
 # 0, a small margin spreads the bin of 0 over a wide range of logits instead of a sliver that the
-# flow must contract. 2-minute Fashion-MNIST runs (benchmarks/fixed_budget.py protocol), bits/dim
-# at alpha = 0.05 -> 1e-6: MAF 4.284 -> 3.970, RealNVP 3.726 -> 3.480, Glow 4.110 -> 3.535, NICE
-# 5.881 -> 4.220; at 1e-4: MAF 3.945, RealNVP 3.478 (MAF at 0.15: 4.486, 0.01: 4.053, 0: 3.958).
+# flow must contract (measurements: docs/benchmarks.md).
 DEFAULT_LOGIT_ALPHA = 1e-4
 
 
@@ -121,16 +128,13 @@ class Shift(Transform):
 
 
 class ActNorm(Transform):
-    """Per-channel affine ``z = (x - b) * exp(-log_s)`` (Glow), initialised from the first batch.
+    """Per-channel affine ``z = (x - b) * exp(-log_s)`` (Glow); ``log|det| = -H W sum(log_s)``.
 
-    Data-dependent initialisation: on the first forward pass in training mode, ``b`` and ``log_s``
-    are set so that the batch comes out with zero mean and unit variance per channel (population
-    std, so a batch of one 1x1 map is fine). ``log|det| = -H W sum(log_s)``.
-
-    Whether that happened is stored in the ``initialized`` buffer (so checkpoints keep it) and
-    mirrored in a Python bool, so the check on every forward costs no device synchronisation; the
-    bool is refreshed whenever a state dict is loaded. Flows call :func:`initialize_actnorms`
-    from ``initialize_from_data`` so that the trainer's step-0 checkpoint is already initialised.
+    Data-dependent initialisation is explicit: :meth:`initialize` sets ``b`` and ``log_s`` so that
+    a batch comes out with zero mean and unit variance per channel (population std, so a batch of
+    one 1x1 map is fine); flows call it through ``Flow.initialize`` before training. A forward
+    pass never changes the parameters. Whether the initialisation happened is stored in the
+    ``initialized`` buffer (so checkpoints keep it), mirrored in a Python bool.
     """
 
     def __init__(self, channels: int) -> None:
@@ -154,8 +158,6 @@ class ActNorm(Transform):
         self.is_initialized = True
 
     def forward(self, x, cond=None):
-        if self.training and not self.is_initialized:
-            self.initialize(x)
         z = (x - self.bias) * torch.exp(-self.log_scale)
         logabsdet = -self.log_scale.sum() * x.shape[2] * x.shape[3]
         return z, logabsdet.expand(x.shape[0])
@@ -183,19 +185,38 @@ class AsChannels(Transform):
         return x.flatten(1), logabsdet
 
 
-@torch.no_grad()
-def initialize_actnorms(model: nn.Module, x: torch.Tensor, max_images: int = 512) -> None:
-    """Data-dependent init of every :class:`ActNorm` in ``model`` (a ``DequantizedFlow``): one
-    forward pass of ``log_prob`` in training mode on the first ``max_images`` of ``x``.
+class Standardize(Transform):
+    """``z = (x - shift) / scale`` per coordinate of ``(B, D)`` vectors; ``log|det| = -sum log scale``.
 
-    The dequantization noise comes from a fixed-seed generator of its own, so the global RNG is
-    untouched and every process of a distributed run initialises identically.
+    Identity until :meth:`fit` sets ``shift`` and ``scale`` to a training set's mean and standard
+    deviation (buffers, saved with the model, so a loaded model scores and samples in the data's
+    own units). Weights saved without them load as the identity.
     """
-    if not any(isinstance(m, ActNorm) and not m.is_initialized for m in model.modules()):
-        return
-    was_training = model.training
-    model.train()
-    try:
-        model.log_prob(x[:max_images].to(model.device), generator=torch.Generator().manual_seed(0))
-    finally:
-        model.train(was_training)
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("log_scale", torch.zeros(dim))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        defaults = {prefix + "shift": self.shift, prefix + "log_scale": self.log_scale}
+        state_dict = {**defaults, **state_dict}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        """Set ``shift``/``scale`` to the mean and standard deviation of ``x`` ``(N, D)``."""
+        x = x.double().flatten(1)
+        self.shift.copy_(x.mean(0))
+        self.log_scale.copy_(x.std(0, correction=0).clamp_min(1e-6).log() if len(x) > 1
+                             else torch.zeros_like(self.log_scale))
+
+    def forward(self, x, cond=None):
+        z = (x - self.shift) * torch.exp(-self.log_scale)
+        return z, (-self.log_scale.sum()).expand(x.shape[0]).to(z.dtype)
+
+    def inverse(self, z, cond=None):
+        x = z * torch.exp(self.log_scale) + self.shift
+        return x, self.log_scale.sum().expand(z.shape[0]).to(x.dtype)

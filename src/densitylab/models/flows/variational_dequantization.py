@@ -18,7 +18,7 @@ By the change of variables, the density of ``u`` given ``x`` is
     log sigmoid'(e) = log sigmoid(e) + log sigmoid(-e),
 
 and any such ``q`` gives a lower bound on the log-likelihood of the discrete data (see
-``dequantized.py``), trained jointly with the model through its ``log_prob``:
+``flow.py``), trained jointly with the model through its ``log_prob``:
 
     log P(x) >= E_{u ~ q}[ log p_Y((x + u) / K) - D log K - log q(u | x) ].
 
