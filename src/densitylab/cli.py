@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="RUN.yaml with settings; flags override it")
     train.add_argument("--data", help="dataset name, .npy/.npz file or image folder")
     train.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live")
+    train.add_argument("--context-columns", help="tables: columns (0-based indices or CSV header "
+                       "names, comma-separated) that condition the others: p(x | context)")
     train.add_argument("--n-bits", type=int, help="quantize to 2**N levels (1 = binarize)")
     train.add_argument("--conditional", action="store_true", default=None,
                        help="class-conditional model: the dataset's labels feed the model")
@@ -99,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--label", type=int, help="class-conditional models: sample this class "
                         "(default: a grid with one row per class)")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--context", help="conditional flows: the context to sample at, "
+                        "comma-separated numbers")
     sample.add_argument("--method", choices=["cached", "naive"],
                         help="autoregressive models: reuse earlier steps' activations (cached, the "
                         "default where the model has it) or run the whole network per sub-pixel "
@@ -162,7 +166,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRAIN_FLAGS = ("data", "data_dir", "n_bits", "conditional", "epochs", "time_budget", "batch_size", "lr",
+_TRAIN_FLAGS = ("data", "data_dir", "context_columns", "n_bits", "conditional", "epochs", "time_budget", "batch_size", "lr",
                 "device", "precision", "compile", "seed", "threads", "eval_every", "checkpoint_every",
                 "sample_count")
 
@@ -248,7 +252,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, header = model_from_checkpoint(_run_model_path(args.run_dir), resolve_device(args.device))
     config_path = Path(args.run_dir) / CONFIG_FILE
     run = RunConfig.load(config_path) if config_path.is_file() else RunConfig()
-    data = load_dataset(args.data or run.data, run.n_bits, args.data_dir or run.data_dir)
+    data = load_dataset(args.data or run.data, run.n_bits, args.data_dir or run.data_dir,
+                        run.context_columns)
     if data.shape != model.shape or data.levels != model.levels:
         raise DensitylabError(
             f"the model expects {model.shape} images with {model.levels} levels, the data has "
@@ -261,6 +266,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if labels is None:
             raise DensitylabError(f"the model is class-conditional and {data.name} has no labels")
         labels = labels[: len(images)]
+    elif model.conditional:  # a flow of p(x | context): the data's own contexts
+        context = data.test_context if args.split == "test" else data.train_context
+        if context is None:
+            raise DensitylabError(f"the model is conditional and {data.name} has no context columns")
+        labels = context[: len(images)]
     else:
         labels = None
     bpd = bits_per_dim(model, images, args.batch_size, args.seed, args.iw, labels)
@@ -302,13 +312,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif n_classes:  # one row per class
         nrow = -(-args.n // n_classes)
         labels = torch.arange(n_classes).repeat_interleave(nrow)
+    if model.conditional and not n_classes:  # a flow of p(x | context)
+        labels = _context_row(args.context, model.context_features)
+    elif args.context is not None:
+        raise DensitylabError("--context applies to conditional flows (trained with --context-columns)")
     options = {}
     if getattr(model, "family", None) == "autoregressive":
         options = {"method": args.method, "progress": not args.no_progress}
     elif args.method is not None:
         raise DensitylabError(f"--method applies to autoregressive models; {model.registry_name!r} "
                               "samples in one pass")
-    samples = model.sample(len(labels) if labels is not None else args.n, labels,
+    samples = model.sample(len(labels) if labels is not None and n_classes else args.n, labels,
                            temperature=args.temperature, generator=generator, **options)
     output = Path(args.output) if args.output else Path(args.run_dir) / "grid.png"
     if len(model.shape) != 3:  # vectors (the toys): a histogram
@@ -319,6 +333,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
         save_grid(output, samples, model.levels, nrow=nrow)
     print(f"wrote {len(samples)} samples to {output}")
     return 0
+
+
+def _context_row(text: str | None, width: int):
+    """``--context "1.5,0"`` -> a ``(1, width)`` tensor (one context for every sample)."""
+    import torch
+
+    if text is None:
+        raise DensitylabError(f"this flow is conditional: give --context with {width} comma-separated "
+                              "numbers")
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise DensitylabError(f"--context must be {width} comma-separated numbers, got {text!r}") from None
+    if len(values) != width or not all(math.isfinite(v) for v in values):
+        raise DensitylabError(f"--context must be {width} finite numbers, got {text!r}")
+    return torch.tensor([values])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ def bits_per_dim(
             x = x if x.dtype.is_floating_point else x.long()
             y = None if labels is None else labels[start : start + batch_size].to(device)
             if model.family == "flow" and iw_samples > 1:
-                log_p = model.log_prob_iw(x, iw_samples, generator=generator)
+                log_p = model.log_prob_iw(x, iw_samples, y, generator=generator)
             else:
                 log_p = model.log_prob(x, y, generator=generator)
             total += float(log_p.double().sum())

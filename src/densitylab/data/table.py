@@ -25,7 +25,8 @@ TABLE_SUFFIXES = (".csv", ".npy", ".npz")
 
 
 def is_table(path: Path) -> bool:
-    """Whether ``path`` holds a table (a CSV, or a numpy file of floats or of 2-D arrays)."""
+    """Whether ``path`` holds a table: a CSV, or a numpy file of floats shaped ``(N, D)`` or
+    ``(N,)`` (integer arrays are images)."""
     if path.suffix.lower() == ".csv":
         return True
     if path.suffix.lower() not in (".npy", ".npz") or not path.is_file():
@@ -35,7 +36,7 @@ def is_table(path: Path) -> bool:
     except (ValueError, OSError):
         return False
     arrays = [loaded[k] for k in loaded.files] if isinstance(loaded, np.lib.npyio.NpzFile) else [loaded]
-    return any(a.ndim == 2 or np.issubdtype(a.dtype, np.floating) for a in arrays)
+    return any(a.ndim <= 2 and np.issubdtype(a.dtype, np.floating) for a in arrays)
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
