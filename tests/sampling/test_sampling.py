@@ -67,7 +67,7 @@ def test_default_method_is_cached_where_it_exists():
 
 @pytest.mark.parametrize("case, method, message", [
     ("pixelcnn", "fast", "unknown sampling method"),
-    ("made", "cached", "no cached sampler"),
+    ("made", "fast", "unknown sampling method"),
 ])
 def test_bad_methods_are_refused(case, method, message):
     model = _model(case, (1, 2, 2), 4)

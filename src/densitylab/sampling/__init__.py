@@ -9,11 +9,10 @@ computed, by a :class:`StepState`:
   full passes, what most libraries do;
 - ``cached``: each model's own state keeps the activations that later steps reuse and computes only
   what the next sub-pixel needs (Paine et al. 2016, "Fast Wavenet Generation Algorithm";
-  Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models"):
-  :class:`~densitylab.sampling.masked_conv.PixelCNNCache`,
-  :class:`~densitylab.sampling.gated.GatedPixelCNNCache`,
-  :class:`~densitylab.sampling.wavenet.WaveNetCache`,
-  :class:`~densitylab.sampling.recurrent.RecurrentCache`.
+  Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive Models"). Each lives
+  beside its model: ``models/autoregressive/pixelcnn_cache.py``, ``gated_pixelcnn_cache.py``,
+  ``wavenet_cache.py``, ``rnn_cache.py`` and ``made_cache.py``; this package imports nothing from
+  the models.
 
 Every value is drawn by the model's ``draw`` from one uniform number per image and sub-pixel taken
 from the same generator in the same order, so both methods return the same images for the same

@@ -1,16 +1,32 @@
-"""The sampling loop shared by every autoregressive image model, and the naive step."""
+"""The sampling loop shared by every autoregressive image model, and the naive step. It knows the
+models only through :class:`SequentialModel`, the few methods the loop calls."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    from densitylab.models.autoregressive.base import AutoregressiveImageModel
-
 METHODS = ("cached", "naive")
+
+
+class SequentialModel(Protocol):
+    """What the loop and the steps use of a model (see ``models/autoregressive/base.py``)."""
+
+    shape: tuple[int, ...]
+    device: torch.device
+
+    def order_rank(self) -> torch.Tensor: ...
+
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def output_weight(self) -> torch.Tensor: ...
+
+    def params_from_input(self, inputs: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def draw(self, params: torch.Tensor, temperature: float,
+             generator: torch.Generator | None) -> torch.Tensor: ...
 
 
 class StepState:
@@ -21,7 +37,7 @@ class StepState:
     sub-pixel ``(c, i, j)`` it is asked about. States that cache activations rely on being called
     in that order."""
 
-    def __init__(self, model: AutoregressiveImageModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+    def __init__(self, model: SequentialModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         self.model, self.x, self.cond = model, x, cond
 
     def params(self, c: int, i: int, j: int) -> torch.Tensor:
@@ -34,7 +50,7 @@ class CachedState(StepState):
     their caches like ``self.like``, an empty ``(B, 0)`` tensor of the model's float dtype and
     device."""
 
-    def __init__(self, model: AutoregressiveImageModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+    def __init__(self, model: SequentialModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
         check_raster_order(model)
         self.like = x.new_zeros(len(x), 0, dtype=model.output_weight().dtype)
@@ -49,7 +65,7 @@ class FullPass(StepState):
 
 
 def sample_in_order(
-    model: AutoregressiveImageModel,
+    model: SequentialModel,
     n: int,
     cond: torch.Tensor | None,
     state_type: type[StepState],
@@ -78,7 +94,7 @@ def raster_step(shape: tuple[int, ...], c: int, i: int, j: int) -> int:
     return (i * width + j) * channels + c
 
 
-def previous_input(model: AutoregressiveImageModel, x: torch.Tensor, t: int) -> torch.Tensor:
+def previous_input(model: SequentialModel, x: torch.Tensor, t: int) -> torch.Tensor:
     """``(B, 1)``: sub-pixel ``t - 1`` of ``x`` in raster order, scaled as the model's input
     (zero for ``t = 0``) — what a sequence model reads at step ``t``."""
     if t == 0:
@@ -95,7 +111,7 @@ def raster_rank(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.arange(c * h * w).view(h, w, c).permute(2, 0, 1)
 
 
-def check_raster_order(model: AutoregressiveImageModel) -> None:
+def check_raster_order(model: SequentialModel) -> None:
     if not torch.equal(model.order_rank(), raster_rank(model.shape)):
         raise ValueError(f"{type(model).__name__}: cached sampling assumes raster order with the "
                          "colour channels innermost")

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from densitylab.models.autoregressive.base import RasterConvModel
+from densitylab.models.autoregressive.gated_pixelcnn_cache import GatedPixelCNNCache, gate
 from densitylab.models.base import register_model
 from densitylab.nn.conditioning import LabelBias
 from densitylab.nn.masked import (
@@ -51,7 +52,6 @@ from densitylab.nn.masked import (
     channel_groups,
     down_shift,
 )
-from densitylab.sampling.gated import GatedPixelCNNCache
 
 
 @dataclass
@@ -67,11 +67,6 @@ class GatedPixelCNNConfig:
     head: str = "softmax"  # or "logistic-mixture"
     mixture_components: int = 5
     n_classes: int = 0  # > 0: class-conditional
-
-
-def gate(x: torch.Tensor) -> torch.Tensor:
-    a, b = x.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
 
 
 class GatedLayer(nn.Module):

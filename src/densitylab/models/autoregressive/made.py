@@ -1,62 +1,33 @@
 """MADE (Germain, Gregor, Murray & Larochelle, 2015, "MADE: Masked Autoencoder for Distribution
 Estimation").
 
-An MLP over the flattened image whose weights are masked so that output ``d`` depends only on
-the inputs ranked before ``d``:
+An MLP over the flattened image whose weights are masked so that output ``d`` depends only on the
+inputs ranked before ``d``:
 
     log P(x) = sum_t log P(x_t | x_<t, y),    t over the D = C*H*W sub-pixels in rank order.
 
-Degrees (the paper's ``m``): input / output sub-pixel ``d`` has degree ``m(d) = rank(d) + 1`` in
-``1..D``; the units of hidden layer ``l`` draw their degrees uniformly from
-``[min_k m^{l-1}(k), D - 1]``. Hidden unit ``k`` reads unit ``j`` of the layer below when
-``m(k) >= m(j)``; an output of sub-pixel ``d`` reads hidden unit ``k`` when ``m(d) > m(k)``
-(strictly), so the product of the masks is zero wherever ``rank(input) >= rank(output)``.
+Degrees and masks are MADE's (:mod:`densitylab.nn.made`): sub-pixel ``d`` has degree
+``rank(d) + 1``, hidden degrees are uniform in ``[min of the layer below, D - 1]``. Ranks keep the
+colour channels innermost, ``rank(c, i, j) = pixel_rank(i, j) * C + c``, with ``pixel_rank`` one
+of ``ORDERINGS``: ``raster`` (``i * W + j``), ``columns`` (``j * H + i``), ``even-odd`` (even rows,
+then odd rows, each in raster order), ``top-bottom-middle`` (the rows split into three bands as by
+``torch.tensor_split(rows, 3)``, taken top, bottom, middle) or ``random`` (a permutation drawn from
+``order_seed``).
 
-Orderings are over the ``H*W`` pixels; the colour channels stay innermost (R, then G, then B
-within a pixel), so ``rank(c, i, j) = pixel_rank(i, j) * C + c``. With ``pixel_rank``:
+Each conditional is a K-way softmax whose logits are factored through ``F = output_rank`` masked
+features per sub-pixel, ``logits_{d,k} = sum_f g_{d,f} U_{k,f} + b_{d,k}`` with ``g`` the masked
+output layer, ``U (K, F)`` shared and ``b (D, K)`` per sub-pixel (when ``K <= F`` the masked layer
+gives the logits directly, plus ``b``).
 
-- ``raster``: row-major, ``i * W + j``;
-- ``columns``: column-major, ``j * H + i``;
-- ``even-odd``: the even rows (0, 2, 4, ...) in raster order, then the odd rows in raster order;
-- ``top-bottom-middle``: the rows are split into three consecutive bands as by
-  ``torch.tensor_split(rows, 3)`` (the first bands take the extra rows: 28 rows -> 10, 9, 9);
-  the top band, then the bottom band, then the middle band, each in raster order;
-- ``random``: a uniformly random permutation of the pixels drawn from ``order_seed``.
+Connectivity-agnostic training (section 4.2): ``n_masks`` mask sets share the weights (with
+``resample_order``, each set but the first has its own random ordering). Training uses one set
+per call, in turn; in eval mode the model is the mixture ``P(x) = (1/M) sum_m P_m(x)``, and
+sampling draws a set per image, then the image in that set's order. Class conditioning adds a
+learned per-class vector, zero at the start, to the first hidden layer's pre-activations.
 
-Output: each conditional is a K-way softmax. A direct masked ``hidden -> D*K`` layer would hold
-``D*K*hidden`` weights (51M for 28x28 8-bit images and 256 units), so the logits are factored
-through ``F = output_rank`` masked features per sub-pixel:
-
-    logits_{d,k} = sum_f g_{d,f} U_{k,f} + b_{d,k},    g = masked_linear(h) in R^{D x F},
-
-with ``U (K, F)`` shared by all sub-pixels and ``b (D, K)`` a per-sub-pixel bias. When
-``K <= F`` the masked layer gives the ``D*K`` logits directly (plus ``b``).
-
-Connectivity-agnostic training (paper section 4.2): with ``n_masks > 1`` the model holds
-``n_masks`` mask sets (each with its own hidden degrees and, with ``resample_order``, its own
-random pixel ordering; set 0 keeps the configured ordering). In training mode each call of
-:meth:`MADE.log_prob` uses the next set in turn; the counter is the buffer ``mask_step``, saved
-with the weights, so a resumed run continues the cycle where it stopped. In eval mode the model is
-the exact mixture ``P(x) = (1/M) sum_m P_m(x)`` (a normalized distribution; the paper averages
-the probabilities of several masks at test time in the same way), and :meth:`MADE.sample` draws a
-mask set per image, then generates the image in that set's order. In training mode both use the
-current set alone. Masks, orderings and degrees are deterministic functions of the config
-(``order_seed``) and are rebuilt at construction, not stored in checkpoints; set 0 does not depend
-on ``n_masks``.
-
-Class conditioning (``n_classes > 0``): a learned per-class vector, zero at the start, is added to
-the first hidden layer's pre-activations.
-
-Training cost: :meth:`MADE.log_prob` never builds the ``(B, D, K)`` logits: it computes the
-log-likelihood (and, in the same pass, its gradients) over blocks of sub-pixels that fit in the
-CPU cache (:func:`factored_log_softmax`); :meth:`MADE.params_from_input` gives the full logits for
-the reference sampler and the tests. :meth:`MADE.sample` runs the hidden layers once per sub-pixel
-and only that sub-pixel's output rows.
-
-Deviations: inputs are scaled to ``[-1, 1]`` (not the raw values); no direct input-to-output
-connections; the output layer starts with zero weights and ``b`` equal to the log of each colour
-channel's smoothed histogram in the training data (:meth:`MADE.initialize_from_data`), so training
-starts from the best per-pixel independent model.
+Deviations: inputs are scaled to ``[-1, 1]``; no direct input-to-output connections; the output
+layer starts with zero weights and ``b`` equal to the log of each colour channel's smoothed
+histogram in the training data, so training starts from the best per-pixel independent model.
 """
 
 from __future__ import annotations
@@ -70,20 +41,23 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from densitylab.errors import DensitylabError
 from densitylab.models.autoregressive.base import AutoregressiveImageModel
+from densitylab.models.autoregressive.made_cache import MADECache, MADEPass
 from densitylab.models.base import register_model
 from densitylab.nn.conditioning import LabelBias
+from densitylab.nn.made import MaskedLinear, hidden_degrees, made_masks
+from densitylab.nn.made_steps import MaskedMLPSteps
+from densitylab.sampling import METHODS
 
-__all__ = ["MADE", "MADEConfig", "ORDERINGS", "MaskedLinear", "pixel_ranks"]
+__all__ = ["MADE", "MADEConfig", "ORDERINGS", "pixel_ranks"]
 
 ORDERINGS = ("raster", "random", "columns", "even-odd", "top-bottom-middle")
 
 
 @dataclass
 class MADEConfig:
-    """Defaults from short CPU runs on Fashion-MNIST (8-bit, batch 64, one thread, equal CPU time):
-    one hidden layer of 256 units with 8 output features per sub-pixel reached a lower test bits/dim
-    than 512 units and/or 16 features (fewer steps in the same time), at ~1.7x their speed."""
+    """One hidden layer of 256 units and 8 output features per sub-pixel by default."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [256])
     output_rank: int = 8  # F: features per sub-pixel behind the factored K-way logits
@@ -118,54 +92,6 @@ def subpixel_ranks(pixel_rank: torch.Tensor, channels: int) -> torch.Tensor:
     return pixel_rank.unsqueeze(0) * channels + torch.arange(channels).view(-1, 1, 1)
 
 
-def hidden_degrees(sizes: list[int], dim: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Degrees of each hidden layer, uniform in ``[min of the layer below, D - 1]``."""
-    degrees, low = [], 1
-    for size in sizes:
-        layer = torch.randint(low, max(dim - 1, low) + 1, (size,), generator=generator)
-        degrees.append(layer)
-        low = int(layer.min())
-    return degrees
-
-
-def sequential_degrees(sizes: list[int], dim: int) -> list[torch.Tensor]:
-    """Degrees of each hidden layer cycling through ``1 .. D - 1`` (``k % (D - 1) + 1`` for unit
-    ``k``): the "sequential" degrees of the MAF paper's code, every degree as often as the width
-    allows (with fewer units than ``D - 1``, the degrees ``1 .. width``)."""
-    top = max(1, dim - 1)
-    return [torch.arange(size) % top + min(1, dim - 1) for size in sizes]
-
-
-def made_masks(
-    input_degrees: torch.Tensor, hidden: list[torch.Tensor], outputs_per_dim: int
-) -> list[torch.Tensor]:
-    """The ``(out, in)`` boolean masks of every layer: ``>=`` into hidden units, ``>`` into the
-    ``outputs_per_dim`` outputs of each input dimension (rows ``d * P .. d * P + P - 1``)."""
-    masks, below = [], input_degrees
-    for layer in hidden:
-        masks.append(layer[:, None] >= below[None, :])
-        below = layer
-    masks.append((input_degrees[:, None] > below[None, :]).repeat_interleave(outputs_per_dim, 0))
-    return masks
-
-
-class MaskedLinear(nn.Linear):
-    """A linear layer with one of several stacked ``(out, in)`` 0/1 masks on its weight."""
-
-    def __init__(self, masks: torch.Tensor, bias: bool = True) -> None:
-        _, out_features, in_features = masks.shape
-        super().__init__(in_features, out_features, bias=bias)
-        self.register_buffer("masks", masks.bool(), persistent=False)  # rebuilt from the config
-
-    def forward(self, x: torch.Tensor, mask: int = 0, rows: slice | None = None) -> torch.Tensor:
-        """``x (B, in)`` -> ``(B, out)`` with mask set ``mask``; only output ``rows`` if given."""
-        weight, allowed, bias = self.weight, self.masks[mask], self.bias
-        if rows is not None:
-            weight, allowed = weight[rows], allowed[rows]
-            bias = None if bias is None else bias[rows]
-        return F.linear(x, weight * allowed, bias)
-
-
 @register_model(
     "made",
     "MADE: masked MLP over the flattened image (orderings, mask ensembles), "
@@ -173,7 +99,7 @@ class MaskedLinear(nn.Linear):
 )
 class MADE(AutoregressiveImageModel):
     Config = MADEConfig
-    default_lr = 3e-3  # best of 2e-3 / 3e-3 / 5e-3 / 8e-3 after 400 steps (5e-3 ties, less margin)
+    default_lr = 3e-3
 
     def __init__(self, config: MADEConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels, "softmax", config.n_classes)
@@ -183,8 +109,9 @@ class MADE(AutoregressiveImageModel):
         self.n_masks = int(config.n_masks)
         self.direct = levels <= config.output_rank
         self.outputs_per_dim = levels if self.direct else int(config.output_rank)
-        ranks, layer_masks = self._build_masks(config)
+        ranks, layer_masks, degrees = self._build_masks(config)
         self.register_buffer("ranks", ranks, persistent=False)  # (M, C, H, W)
+        self.degrees = degrees  # per hidden layer, (M, width): for the cached sampler
         self.register_buffer("sample_order", ranks.flatten(1).argsort(1), persistent=False)  # (M, D)
         self.register_buffer("mask_step", torch.zeros((), dtype=torch.long))  # training-mode cycle
         self.hidden = nn.ModuleList(MaskedLinear(masks) for masks in layer_masks[:-1])
@@ -193,20 +120,23 @@ class MADE(AutoregressiveImageModel):
         self.logit_bias = nn.Parameter(torch.zeros(self.dim, levels))
         self.label_bias = LabelBias(self.n_classes, config.hidden_sizes[0], 0) if self.n_classes else None
 
-    def _build_masks(self, config: MADEConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Orderings ``(M, C, H, W)`` and the stacked ``(M, out, in)`` masks of every layer."""
+    def _build_masks(self, config: MADEConfig) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Orderings ``(M, C, H, W)``, the stacked ``(M, out, in)`` masks of every layer and the
+        stacked ``(M, width)`` degrees of every hidden layer."""
         channels, height, width = self.shape
         generator = torch.Generator().manual_seed(config.order_seed)
         first = subpixel_ranks(pixel_ranks(config.ordering, height, width, generator), channels)
-        ranks, per_set = [], []
+        ranks, per_set, degrees = [], [], []
         for m in range(self.n_masks):
             rank = first
             if m > 0 and config.resample_order:
                 rank = subpixel_ranks(pixel_ranks("random", height, width, generator), channels)
             hidden = hidden_degrees(list(config.hidden_sizes), self.dim, generator)
             ranks.append(rank)
+            degrees.append(hidden)
             per_set.append(made_masks(rank.flatten() + 1, hidden, self.outputs_per_dim))
-        return torch.stack(ranks), [torch.stack(layer) for layer in zip(*per_set, strict=True)]
+        return (torch.stack(ranks), [torch.stack(layer) for layer in zip(*per_set, strict=True)],
+                [torch.stack(layer) for layer in zip(*degrees, strict=True)])
 
     # ----- parameters the base class and the trainer use -------------------------------------
     def output_weight(self) -> torch.Tensor:
@@ -272,6 +202,33 @@ class MADE(AutoregressiveImageModel):
         rows = slice(dim * self.outputs_per_dim, (dim + 1) * self.outputs_per_dim)
         return self._logits(self.out(h, mask, rows), slice(dim, dim + 1))[:, 0]
 
+    def position_logits(self, features: torch.Tensor, dim: int) -> torch.Tensor:
+        """The masked output features ``(B, P)`` of flat sub-pixel ``dim`` -> its logits ``(B, K)``."""
+        return self._logits(features, slice(dim, dim + 1))[:, 0]
+
+    @torch.no_grad()
+    def masked_steps(self, mask: int, batch: int, cond: torch.Tensor | None) -> MaskedMLPSteps:
+        """Mask set ``mask``'s network evaluated one sub-pixel at a time (:class:`MaskedMLPSteps`):
+        inputs in the set's order, hidden units sorted by degree, output rows by position."""
+        order = self.sample_order[mask]
+        weights, extents, biases, columns, first = [], [], [], order, None
+        for layer, degrees in zip(self.hidden, self.degrees, strict=True):
+            perm = degrees[mask].argsort(stable=True).to(order.device)
+            allowed = layer.masks[mask][perm][:, columns]
+            weights.append(layer.weight[perm][:, columns] * allowed)
+            extents.append(_extents(allowed))
+            biases.append(layer.bias[perm])
+            if first is None and self.label_bias is not None and cond is not None:
+                first = self.label_bias(cond)[:, perm]
+            columns = perm
+        per_dim = self.outputs_per_dim
+        rows = (order[:, None] * per_dim + torch.arange(per_dim, device=order.device)).flatten()
+        allowed = self.out.masks[mask][rows][:, columns]
+        weights.append(self.out.weight[rows][:, columns] * allowed)
+        extents.append(_extents(allowed))
+        biases.append(self.out.weight.new_zeros(len(rows)))
+        return MaskedMLPSteps(weights, biases, extents, per_dim, "relu", batch, first)
+
     # ----- likelihood and sampling -------------------------------------------------------------
     def log_prob(
         self, x: torch.Tensor, cond: torch.Tensor | None = None, generator: torch.Generator | None = None
@@ -308,15 +265,20 @@ class MADE(AutoregressiveImageModel):
         method: str | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """One pass of the hidden layers per sub-pixel, and only that sub-pixel's output rows
-        (``method`` may only be ``"naive"``: MADE has no cached sampler).
+        """``n`` images drawn sub-pixel by sub-pixel. ``method``: ``"cached"`` (default) computes
+        each hidden unit once, at the step where its last input arrives (:class:`MADECache`);
+        ``"naive"`` runs the hidden layers once per sub-pixel, and only that sub-pixel's output
+        rows (:class:`MADEPass`). Both draw the same values from the same uniform numbers.
 
         In eval mode with ``M > 1`` mask sets, each image first draws its set (``randint`` from
         ``generator``), then at step ``t`` every image gets the logits of the ``t``-th sub-pixel
         of its own set's order and one ``draw`` covers the whole batch. With one set (or in
-        training mode, the current set) this draws the same values as the reference sampler.
+        training mode, the current set) this draws the same values as the generic sampler of
+        :class:`AutoregressiveImageModel` (``FullPass``).
         """
-        self.step_state(method)  # validates the method name
+        method = "cached" if method is None else method
+        if method not in METHODS:
+            raise DensitylabError(f"unknown sampling method {method!r}; use one of {', '.join(METHODS)}")
         cond = self.check_cond(cond, n)
         x = torch.zeros(n, *self.shape, dtype=torch.long, device=self.device)
         if n == 0:
@@ -326,21 +288,19 @@ class MADE(AutoregressiveImageModel):
         else:
             choice = torch.randint(self.n_masks, (n,), generator=generator)
         choice = choice.to(self.device)
-        groups = _groups(choice, n)
+        state_type = MADECache if method == "cached" else MADEPass
+        states = [state_type(self, x, cond, mask, rows) for mask, rows in _groups(choice, n)]
         flat, batch = x.view(n, -1), torch.arange(n, device=self.device)
         for step in tqdm(range(self.dim), disable=not progress, unit="sub-pixel", desc="sampling",
                          mininterval=0.5, leave=False):
             params = None
-            for mask, rows in groups:
-                dim = int(self.sample_order[mask, step])
-                inputs = self.scale_input(x if rows is None else x[rows])
-                part_cond = cond if cond is None or rows is None else cond[rows]
-                part = self.dimension_params(inputs, part_cond, mask, dim)
-                if rows is None:
+            for state in states:
+                part = state.params_at(step)
+                if state.rows is None:
                     params = part
                 else:
                     params = part.new_zeros(n, self.levels) if params is None else params
-                    params[rows] = part
+                    params[state.rows] = part
             flat[batch, self.sample_order[choice, step]] = self.draw(params, temperature, generator)
         return x
 
@@ -486,6 +446,12 @@ def _groups(choice: torch.Tensor, n: int) -> list[tuple[int, torch.Tensor | None
     if len(used) == 1:
         return [(used[0], None)]
     return [(m, torch.nonzero(choice == m).squeeze(1)) for m in used]
+
+
+def _extents(allowed: torch.Tensor) -> torch.Tensor:
+    """``(out, in)`` mask -> for each row, one past the last input it reads (0 for none)."""
+    columns = torch.arange(1, allowed.shape[1] + 1, device=allowed.device)
+    return (allowed * columns).amax(1).cpu() if allowed.shape[1] else allowed.new_zeros(len(allowed)).long()
 
 
 def _level_features(levels: int, rank: int) -> nn.Parameter:

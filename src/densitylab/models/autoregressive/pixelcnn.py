@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from densitylab.models.autoregressive.base import RasterConvModel, sample_categorical
+from densitylab.models.autoregressive.pixelcnn_cache import PixelCNNCache
 from densitylab.models.base import register_model
 from densitylab.nn.conditioning import LabelBias, add_bias
 from densitylab.nn.masked import MaskedConv2d
-from densitylab.sampling.masked_conv import PixelCNNCache
 
 __all__ = ["PixelCNN", "PixelCNNConfig", "sample_categorical"]
 

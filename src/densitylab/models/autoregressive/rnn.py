@@ -44,8 +44,8 @@ import torch
 from torch import nn
 
 from densitylab.models.autoregressive.base import AutoregressiveImageModel
+from densitylab.models.autoregressive.rnn_cache import RecurrentCache
 from densitylab.models.base import register_model
-from densitylab.sampling.recurrent import RecurrentCache
 
 __all__ = ["PixelRNN", "PixelRNNConfig"]
 

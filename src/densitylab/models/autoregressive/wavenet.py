@@ -25,7 +25,7 @@ its position off the zero padding at the start of the sequence — that is when 
 (With a receptive field covering the whole image, e.g. ``layers_per_block=10``, the padding gives
 the position away; in an 8-minute CPU benchmark of that network, coordinates did not help.)
 
-Sampling is incremental by default (:mod:`densitylab.sampling.wavenet`, the "fast WaveNet"
+Sampling is incremental by default (:mod:`densitylab.models.autoregressive.wavenet_cache`, the "fast WaveNet"
 algorithm of Paine et al. 2016): every layer keeps the history of its inputs, and each new step
 costs one kernel-2 product per layer instead of a pass over the whole sequence; it draws the same
 values as the naive sampler for the same random numbers.
@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from densitylab.models.autoregressive.base import AutoregressiveImageModel
+from densitylab.models.autoregressive.wavenet_cache import WaveNetCache
 from densitylab.models.base import register_model
 from densitylab.nn.causal import CausalConv1d
 from densitylab.nn.conditioning import LabelBias
-from densitylab.sampling.wavenet import WaveNetCache
 
 
 @dataclass

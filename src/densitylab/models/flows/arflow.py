@@ -10,14 +10,16 @@ The Jacobian ``dz/dx`` is lower triangular with diagonal ``f_i``, so with the un
 density is the product of the conditional mixture densities ``f_i(x_i | x_<i)``. For ``D = 2``:
 ``x_0`` has a learned unconditional mixture and ``x_1``'s mixture comes from an MLP of ``x_0``.
 
-The conditioner is a MADE-style masked MLP (Germain et al., 2015): inputs have degree ``i + 1``,
-hidden units degrees cycling over ``1..D-1`` and read inputs of degree ``<=`` theirs, and the
-``3K`` outputs of dimension ``i`` (logits, means, log-scales) read hidden units of degree ``< i+1``.
-So dimension 0's parameters are the output biases alone. Inputs are standardised with per-dimension
-``shift`` / ``scale`` buffers, and means and log-scales come out in standardised units:
-``mu = shift + scale * mu_hat``, ``log s = log scale + log_s_hat``. The buffers are set by
-``initialize_from_data`` (data mean and std), which also puts dimension ``i``'s mixture at the
-quantiles of ``x_i``; the output weights start small so each conditional starts near that.
+The conditioner is MADE's masked MLP (Germain et al., 2015; :class:`densitylab.nn.made.MaskedMLP`,
+SiLU between layers): inputs have degree ``i + 1``, hidden units degrees cycling over ``1..D-1``
+and read inputs of degree ``<=`` theirs, and the ``3K`` outputs of dimension ``i`` (logits, means,
+log-scales) read hidden units of degree ``< i+1``. So dimension 0's parameters are the output
+biases alone (and, with ``D = 1`` or ``hidden_layers = 0``, all of them are plain biases).
+Inputs are standardised with per-dimension ``shift`` / ``scale`` buffers, and means and
+log-scales come out in standardised units: ``mu = shift + scale * mu_hat``,
+``log s = log scale + log_s_hat``. The buffers are set by ``initialize_from_data`` (data mean and
+std), which also puts dimension ``i``'s mixture at the quantiles of ``x_i``; the output weights
+start small so each conditional starts near that.
 
 Inverse (sampling): sequential, ``x_0`` first, each dimension by bisection given the solved ones.
 Discrete vectors are modelled through dequantization (``y`` in ``[0, 1)^D``).
@@ -42,6 +44,7 @@ from densitylab.models.flows.mixture_cdf import (
     standard_init,
 )
 from densitylab.models.flows.transforms import Transform
+from densitylab.nn.made import MaskedMLP
 
 
 @dataclass
@@ -55,50 +58,6 @@ class ARFlowConfig:
     hidden_layers: int = 2
 
 
-class MaskedLinear(nn.Linear):
-    """``Linear`` with a fixed 0/1 mask on its weight."""
-
-    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor) -> None:
-        super().__init__(in_features, out_features)
-        self.register_buffer("mask", mask.float())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight * self.mask, self.bias)
-
-
-class MaskedConditioner(nn.Module):
-    """``(B, D) -> (B, D, P)`` with output ``[:, i]`` a function of ``x[:, :i]`` only."""
-
-    def __init__(self, dim: int, per_dim: int, hidden: int, hidden_layers: int) -> None:
-        super().__init__()
-        self.dim, self.per_dim = dim, per_dim
-        out_degree = torch.arange(1, dim + 1).repeat_interleave(per_dim)  # output i*P+j: dim i
-        layers: list[nn.Module] = []
-        if dim > 1 and hidden_layers > 0:
-            previous = torch.arange(1, dim + 1)
-            for _ in range(hidden_layers):
-                degree = torch.arange(hidden) % (dim - 1) + 1
-                layers += [MaskedLinear(len(previous), hidden, degree[:, None] >= previous[None]),
-                           nn.SiLU()]
-                previous = degree
-            head = MaskedLinear(hidden, dim * per_dim, out_degree[:, None] > previous[None])
-            with torch.no_grad():
-                head.weight.mul_(0.1)  # start near the unconditional mixture of the biases
-            layers.append(head)
-            self.net: nn.Module | None = nn.Sequential(*layers)
-            self.bias = None
-        else:  # nothing to condition on: the parameters are plain biases
-            self.net = None
-            self.bias = nn.Parameter(torch.zeros(dim * per_dim))
-
-    def output_bias(self) -> torch.Tensor:
-        return self.net[-1].bias if self.net is not None else self.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x) if self.net is not None else self.bias.expand(x.shape[0], -1)
-        return out.view(x.shape[0], self.dim, self.per_dim)
-
-
 class AutoregressiveMixtureCDF(Transform):
     """``z_i = G(F_i(x_i | x_<i))`` with a masked conditioner; see the module docstring."""
 
@@ -109,8 +68,15 @@ class AutoregressiveMixtureCDF(Transform):
         self.dim, self.n_components = dim, config.n_components
         self.cdf = MixtureCDF(None, config.n_components, check_kind(config.kind),
                               check_latent(config.prior), conditional=True)
-        self.conditioner = MaskedConditioner(dim, 3 * config.n_components, config.hidden,
-                                             config.hidden_layers)
+        per_dim = 3 * config.n_components
+        if dim > 1 and config.hidden_layers > 0:
+            self.conditioner: MaskedMLP | None = MaskedMLP(
+                dim, [config.hidden] * config.hidden_layers, per_dim, activation="silu",
+                output_scale=0.1)  # starts near the unconditional mixture of the biases
+            self.bias = None
+        else:  # nothing to condition on: the parameters are plain biases
+            self.conditioner = None
+            self.bias = nn.Parameter(torch.zeros(dim * per_dim))
         self.register_buffer("shift", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
 
@@ -121,7 +87,8 @@ class AutoregressiveMixtureCDF(Transform):
         self.shift.copy_(shift)
         self.scale.copy_(scale)
         k = self.n_components
-        bias = self.conditioner.output_bias().view(self.dim, 3 * k)
+        flat = self.bias if self.conditioner is None else self.conditioner.output_bias()
+        bias = flat.view(self.dim, 3 * k)
         bias[:, :k] = 0
         bias[:, k : 2 * k] = (means - shift[:, None]) / scale[:, None]
         bias[:, 2 * k :] = log_scales - torch.log(scale)[:, None]
@@ -137,7 +104,10 @@ class AutoregressiveMixtureCDF(Transform):
 
     def params(self, x: torch.Tensor) -> torch.Tensor:
         """Mixture parameters ``(B, D, 3K)`` in data units, dimension ``i`` from ``x_<i``."""
-        raw = self.conditioner((x - self.shift) / self.scale)
+        if self.conditioner is None:
+            raw = self.bias.view(1, self.dim, -1).expand(x.shape[0], -1, -1)
+        else:
+            raw = self.conditioner((x - self.shift) / self.scale)
         logits, means, log_scales = raw.split(self.n_components, -1)
         means = self.shift[:, None] + self.scale[:, None] * means
         log_scales = log_scales + torch.log(self.scale)[:, None]

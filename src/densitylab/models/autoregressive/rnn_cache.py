@@ -6,18 +6,16 @@ recurrent module, carrying its hidden state, instead of running it over the whol
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from densitylab.models.autoregressive.base import AutoregressiveImageModel
 from densitylab.sampling.loop import CachedState, previous_input, raster_step
-
-if TYPE_CHECKING:
-    from densitylab.models.autoregressive.rnn import PixelRNN
 
 
 class RecurrentCache(CachedState):
-    def __init__(self, model: PixelRNN, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+    """The pixel RNN's cached step (``model``: a :class:`~densitylab.models.autoregressive.rnn.PixelRNN`)."""
+
+    def __init__(self, model: AutoregressiveImageModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
         self.state = None
 

@@ -9,19 +9,17 @@ per layer, instead of a pass over the whole sequence.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from densitylab.models.autoregressive.base import AutoregressiveImageModel
 from densitylab.sampling.convs import Pointwise, pointwise_stack
 from densitylab.sampling.loop import CachedState, previous_input, raster_step
 
-if TYPE_CHECKING:
-    from densitylab.models.autoregressive.wavenet import WaveNet
-
 
 class WaveNetCache(CachedState):
-    def __init__(self, model: WaveNet, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+    """WaveNet's cached step (``model``: a :class:`~densitylab.models.autoregressive.wavenet.WaveNet`)."""
+
+    def __init__(self, model: AutoregressiveImageModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
         n, dtype = len(x), self.like.dtype
         self.input = Pointwise(model.input_conv)

@@ -13,19 +13,17 @@ channel ``c`` sees the channels drawn before it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
+from densitylab.models.autoregressive.base import RasterConvModel
 from densitylab.sampling.convs import ConvAt, InputCache, Pointwise, pointwise_stack
 from densitylab.sampling.loop import CachedState
 
-if TYPE_CHECKING:
-    from densitylab.models.autoregressive.pixelcnn import PixelCNN
-
 
 class PixelCNNCache(CachedState):
-    def __init__(self, model: PixelCNN, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+    """PixelCNN's cached step (``model``: a :class:`~densitylab.models.autoregressive.pixelcnn.PixelCNN`)."""
+
+    def __init__(self, model: RasterConvModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
         _, height, width = model.shape
         like = self.like

@@ -15,26 +15,25 @@ The two stacks are cached differently, following what each one reads:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
+from torch import nn
 
+from densitylab.models.autoregressive.base import RasterConvModel
 from densitylab.sampling.convs import ConvAt, InputCache, Pointwise, pointwise_stack
 from densitylab.sampling.loop import CachedState
 
-if TYPE_CHECKING:
-    from densitylab.models.autoregressive.gated_pixelcnn import GatedLayer, GatedPixelCNN
-
 
 def gate(x: torch.Tensor) -> torch.Tensor:
+    """``tanh(a) * sigmoid(b)`` of the two halves ``a, b`` of the channels."""
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
 
 
 class CachedGatedLayer:
-    """One layer's caches: its vertical and horizontal input maps and the current row's link."""
+    """One layer's caches (``layer``: a ``GatedLayer``): its vertical and horizontal input maps and
+    the current row's link."""
 
-    def __init__(self, layer: GatedLayer, like: torch.Tensor, height: int, width: int,
+    def __init__(self, layer: nn.Module, like: torch.Tensor, height: int, width: int,
                  cond: torch.Tensor | None) -> None:
         self.first, self.n_out = layer.first, layer.n_out
         self.vertical = ConvAt(layer.vertical, InputCache.for_conv(layer.vertical, like, height, width))
@@ -66,7 +65,10 @@ class CachedGatedLayer:
 
 
 class GatedPixelCNNCache(CachedState):
-    def __init__(self, model: GatedPixelCNN, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+    """Gated PixelCNN's cached step (``model``: a
+    :class:`~densitylab.models.autoregressive.gated_pixelcnn.GatedPixelCNN`)."""
+
+    def __init__(self, model: RasterConvModel, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         super().__init__(model, x, cond)
         _, height, width = model.shape
         self.layers = [CachedGatedLayer(layer, self.like, height, width, cond) for layer in model.layers]
