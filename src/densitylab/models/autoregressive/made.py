@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from densitylab.errors import DensitylabError
 from densitylab.models.autoregressive.base import AutoregressiveImageModel
 from densitylab.models.autoregressive.made_cache import MADECache, MADEPass
-from densitylab.models.base import register_model
+from densitylab.models.base import register_model, sample_count
 from densitylab.nn.conditioning import LabelBias
 from densitylab.nn.made import MaskedLinear, hidden_degrees, made_masks
 from densitylab.nn.made_steps import MaskedMLPSteps
@@ -258,14 +258,14 @@ class MADE(AutoregressiveImageModel):
     @torch.no_grad()
     def sample(
         self,
-        n: int,
+        sample_shape: int | tuple[int, ...] = (),
         cond: torch.Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         method: str | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """``n`` images drawn sub-pixel by sub-pixel. ``method``: ``"cached"`` (default) computes
+        """Images of shape ``(*sample_shape, C, H, W)`` drawn sub-pixel by sub-pixel. ``method``: ``"cached"`` (default) computes
         each hidden unit once, at the step where its last input arrives (:class:`MADECache`);
         ``"naive"`` runs the hidden layers once per sub-pixel, and only that sub-pixel's output
         rows (:class:`MADEPass`). Both draw the same values from the same uniform numbers.
@@ -279,10 +279,11 @@ class MADE(AutoregressiveImageModel):
         method = "cached" if method is None else method
         if method not in METHODS:
             raise DensitylabError(f"unknown sampling method {method!r}; use one of {', '.join(METHODS)}")
+        n, leading = sample_count(sample_shape)
         cond = self.check_cond(cond, n)
         x = torch.zeros(n, *self.shape, dtype=torch.long, device=self.device)
         if n == 0:
-            return x
+            return x.reshape(*leading, *self.shape)
         if self.training or self.n_masks == 1:
             choice = torch.full((n,), self.active_mask(), dtype=torch.long)
         else:
@@ -302,7 +303,7 @@ class MADE(AutoregressiveImageModel):
                     params = part.new_zeros(n, self.levels) if params is None else params
                     params[state.rows] = part
             flat[batch, self.sample_order[choice, step]] = self.draw(params, temperature, generator)
-        return x
+        return x.reshape(*leading, *self.shape)
 
 
 def factored_log_softmax(
