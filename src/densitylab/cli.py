@@ -241,8 +241,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise DensitylabError(f"--max-images must be at least 1, got {args.max_images} (leave it out "
                               "to score every image)")
     model, header = model_from_checkpoint(args.run_dir, resolve_device(args.device))
-    config_path = Path(args.run_dir) / CONFIG_FILE
-    run = RunConfig.load(config_path) if config_path.is_file() else RunConfig()
+    run_dir = Path(args.run_dir)
+    config_path = (run_dir.parent if run_dir.is_file() else run_dir) / CONFIG_FILE
+    run = RunConfig.load(config_path) if config_path.is_file() else RunConfig(
+        data=header.get("dataset", {}).get("name", RunConfig.data))
     data = load_dataset(args.data or run.data, run.n_bits, args.data_dir or run.data_dir)
     if data.shape != model.shape or data.levels != model.levels:
         raise DensitylabError(

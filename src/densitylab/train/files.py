@@ -18,24 +18,19 @@ from typing import Any, BinaryIO
 from densitylab.errors import DensitylabError
 
 CHUNK = 1 << 20
-_NO_SPACE = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EFBIG: "the file-size limit (ulimit -f) is reached",
+_NO_SPACE = {  # errno: (what ran out, what to do)
+    errno.ENOSPC: ("no space left on the device", "free some space"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space"),
+    errno.EFBIG: ("the file-size limit (ulimit -f) is reached", "raise the limit"),
 }
 
 
 class NoSpaceError(DensitylabError):
     """A write failed for want of space; ``path`` is the file that could not be written."""
 
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{reason} writing {path}; free some space and try again")
-        self.path, self.reason = path, reason
-
-
-def no_space_reason(exc: BaseException) -> str | None:
-    """What ran out, if ``exc`` is a write failing for want of space."""
-    return _NO_SPACE.get(exc.errno) if isinstance(exc, OSError) else None
+    def __init__(self, path: Path, reason: str, advice: str) -> None:
+        super().__init__(f"{reason} writing {path}; {advice} and try again")
+        self.path, self.reason, self.advice = path, reason, advice
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -52,10 +47,9 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except OSError as exc:
-        reason = no_space_reason(exc)
-        if reason is None:
+        if not isinstance(exc, OSError) or exc.errno not in _NO_SPACE:
             raise
-        raise NoSpaceError(path, reason) from exc
+        raise NoSpaceError(path, *_NO_SPACE[exc.errno]) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

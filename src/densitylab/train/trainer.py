@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ class Trainer:
         keep_large_allocations_in_heap()
         self._lock: rundir.RunLock | None = None
         self.last_checkpoint_step: int | None = None
-        afresh = self._check_run_dir(resume, force)  # refuse early, but touch nothing yet
+        # refuse early, but touch nothing yet (the lock is rank 0's, so only rank 0 looks at it)
+        afresh = self._check_run_dir(resume, force, probe_lock=os.environ.get("RANK", "0") == "0")
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = distributed.init_from_env(resolve_device(config.device))  # cuda:LOCAL_RANK
@@ -256,7 +258,7 @@ class Trainer:
             last = (f"the last good checkpoint is step {self.last_checkpoint_step}"
                     if self.last_checkpoint_step is not None else "no checkpoint was written yet")
             raise DensitylabError(
-                f"{exc.reason} writing {exc.path}; {last}; free some space, then run "
+                f"{exc.reason} writing {exc.path}; {last}; {exc.advice}, then run "
                 f"'densitylab train --resume {self.run_dir}'") from exc
         self.last_checkpoint_step = self.state.step
 
