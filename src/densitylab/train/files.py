@@ -33,6 +33,11 @@ class NoSpaceError(DensitylabError):
         self.path, self.reason, self.advice = path, reason, advice
 
 
+def no_space(exc: BaseException) -> tuple[str, str] | None:
+    """``(what ran out, what to do)`` when ``exc`` is a write failing for want of space."""
+    return _NO_SPACE.get(exc.errno) if isinstance(exc, OSError) else None  # type: ignore[arg-type]
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` and move the result to ``path`` atomically."""
     path = Path(path)

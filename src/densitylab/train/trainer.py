@@ -37,7 +37,7 @@ from densitylab.models.base import DensityModel, build_model
 from densitylab.runtime import keep_large_allocations_in_heap
 from densitylab.train import checkpoint as ckpt
 from densitylab.train import distributed, rundir
-from densitylab.train.files import NoSpaceError, atomic_write_json, atomic_write_text
+from densitylab.train.files import NoSpaceError, atomic_write_json, atomic_write_text, no_space
 from densitylab.train.gradients import clip_gradient_norm
 from densitylab.train.precision import TrainingLoss, autocast_dtype
 from densitylab.train.rundir import (
@@ -255,12 +255,19 @@ class Trainer:
             ckpt.save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer,
                                  extra_tensors=extra_tensors, extra_header=header)
         except NoSpaceError as exc:
-            last = (f"the last good checkpoint is step {self.last_checkpoint_step}"
-                    if self.last_checkpoint_step is not None else "no checkpoint was written yet")
-            raise DensitylabError(
-                f"{exc.reason} writing {exc.path}; {last}; {exc.advice}, then run "
-                f"'densitylab train --resume {self.run_dir}'") from exc
+            raise self._out_of_space(exc) from exc
         self.last_checkpoint_step = self.state.step
+
+    def _out_of_space(self, exc: OSError | NoSpaceError) -> DensitylabError:
+        """One line: what ran out writing which file, the last good checkpoint, how to go on."""
+        if isinstance(exc, NoSpaceError):
+            where, (reason, advice) = exc.path, (exc.reason, exc.advice)
+        else:
+            where, (reason, advice) = exc.filename or self.run_dir, no_space(exc) or ("", "")
+        last = (f"the last good checkpoint is step {self.last_checkpoint_step}"
+                if self.last_checkpoint_step is not None else "no checkpoint was written yet")
+        return DensitylabError(f"{reason} writing {where}; {last}; {advice}, then run "
+                               f"'densitylab train --resume {self.run_dir}'")
 
     def _dataset_header(self) -> dict[str, Any]:
         return ckpt.dataset_header(self.config.data, self.data.shape, self.data.levels)
@@ -406,6 +413,10 @@ class Trainer:
         try:
             self.train_loop()
             return self.finish()
+        except (OSError, NoSpaceError) as exc:  # e.g. the disk fills while metrics are appended
+            if not isinstance(exc, NoSpaceError) and no_space(exc) is None:
+                raise
+            raise self._out_of_space(exc) from exc
         finally:
             self.close()
 
