@@ -20,21 +20,7 @@ from densitylab.config import RunConfig
 from densitylab.data.datasets import ImageData
 from densitylab.errors import DensitylabError
 from densitylab.models.base import DensityModel
-
-MODEL_FILES = ("model.safetensors", "checkpoint.safetensors")
-
-
-def _checkpoint_file(path: Path) -> Path:
-    """The weights of a run directory (the final model, else the latest checkpoint) or a file."""
-    if path.is_dir():
-        for name in MODEL_FILES:
-            if (path / name).is_file():
-                return path / name
-        raise DensitylabError(f"{path} holds no {' or '.join(MODEL_FILES)}; is it a run directory?")
-    if not path.exists():
-        raise DensitylabError(f"{path} does not exist; give a run directory or a .safetensors file")
-    return path
-
+from densitylab.train.rundir import CONFIG_FILE
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> DensityModel:
     """The model of a run directory (or of one checkpoint file), in eval mode.
@@ -45,14 +31,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DensityModel:
     from densitylab.train.checkpoint import model_from_checkpoint
 
     path = Path(path)
-    model, header = model_from_checkpoint(_checkpoint_file(path), device)
+    model, header = model_from_checkpoint(path, device)
     config = None
-    if path.is_dir() and (path / "config.yaml").is_file():
-        config = RunConfig.load(path / "config.yaml")
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        config = RunConfig.load(path / CONFIG_FILE)
     elif isinstance(header.get("run_config"), dict):
         config = RunConfig.from_dict(header["run_config"], source=str(path))
     model.run_config = config
-    model.dataset = header.get("data") or (config.data if config else None)
+    model.dataset = (header.get("dataset") or {}).get("name") or (config.data if config else None)
     return model.eval()
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from densitylab.errors import DensitylabError
+from densitylab.errors import DensitylabError, user_message
 
 
 def parse_model_options(pairs: list[str]) -> dict[str, Any]:
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and sample autoregressive models and normalizing flows, "
         "scored in exact bits/dim.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error "
+                        "(also DENSITYLAB_DEBUG=1); accepted anywhere on the command line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     sub.add_parser("list", help="every model and dataset, one line each")
@@ -88,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("test", "train"), default="test")
     ev.add_argument("--iw", type=int, default=1, metavar="S",
                     help="flows: importance-weighted bound with S dequantization samples")
-    ev.add_argument("--max-images", type=int, help="evaluate on the first N images only")
+    ev.add_argument("--max-images", type=int, help="evaluate on the first N images only (N >= 1; "
+                    "default: every image of the split)")
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
@@ -226,32 +231,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_model_path(run_dir: str) -> Path:
-    from densitylab.train.trainer import CHECKPOINT_FILE, MODEL_FILE
-
-    path = Path(run_dir)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise DensitylabError(f"run directory {path} does not exist")
-    for name in (MODEL_FILE, CHECKPOINT_FILE):
-        if (path / name).is_file():
-            return path / name
-    raise DensitylabError(f"{path} holds no model.safetensors or checkpoint; train it first")
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from densitylab.config import RunConfig
     from densitylab.data import load_dataset
     from densitylab.evaluate import bits_per_dim
     from densitylab.train.checkpoint import model_from_checkpoint
-    from densitylab.train.trainer import CONFIG_FILE, resolve_device
+    from densitylab.train.rundir import CONFIG_FILE
+    from densitylab.train.trainer import resolve_device
 
     if args.iw < 1 or args.batch_size < 1:
         raise DensitylabError("--iw and --batch-size must be at least 1")
-    model, header = model_from_checkpoint(_run_model_path(args.run_dir), resolve_device(args.device))
-    config_path = Path(args.run_dir) / CONFIG_FILE
-    run = RunConfig.load(config_path) if config_path.is_file() else RunConfig()
+    if args.max_images is not None and args.max_images < 1:
+        raise DensitylabError(f"--max-images must be at least 1, got {args.max_images} (leave it out "
+                              "to score every image)")
+    model, header = model_from_checkpoint(args.run_dir, resolve_device(args.device))
+    run_dir = Path(args.run_dir)
+    config_path = (run_dir.parent if run_dir.is_file() else run_dir) / CONFIG_FILE
+    run = RunConfig.load(config_path) if config_path.is_file() else RunConfig(
+        data=header.get("dataset", {}).get("name", RunConfig.data))
     data = load_dataset(args.data or run.data, run.n_bits, args.data_dir or run.data_dir,
                         run.context_columns)
     if data.shape != model.shape or data.levels != model.levels:
@@ -288,16 +285,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from densitylab.train import rundir
     from densitylab.train.checkpoint import model_from_checkpoint
     from densitylab.train.trainer import resolve_device
     from densitylab.viz.grid import save_grid
 
     if args.n < 1:
         raise DensitylabError("-n must be at least 1")
-    if args.temperature < 0:
-        raise DensitylabError("--temperature must be >= 0")
-    model, _ = model_from_checkpoint(_run_model_path(args.run_dir), resolve_device(args.device))
-    model.eval()
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise DensitylabError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    output = Path(args.output) if args.output else Path(args.run_dir) / rundir.GRID_FILE
+    if output.is_dir():
+        raise DensitylabError(f"-o {output} is a directory; give a file name, e.g. {output / 'grid.png'}")
+    rundir.check_writable(output, "-o")
+    model, _ = model_from_checkpoint(args.run_dir, resolve_device(args.device))
     if args.float64:
         model.double()
     generator = torch.Generator().manual_seed(args.seed)
@@ -324,7 +325,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
                               "samples in one pass")
     samples = model.sample(len(labels) if labels is not None and n_classes else args.n, labels,
                            temperature=args.temperature, generator=generator, **options)
-    output = Path(args.output) if args.output else Path(args.run_dir) / "grid.png"
     if len(model.shape) != 3:  # vectors (the toys): a histogram
         from densitylab.viz.points import save_points_plot
 
@@ -397,9 +397,18 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "sample": cm
             "bench": cmd_bench}
 
 
+def _debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--debug`` (accepted anywhere before ``--``), and whether debugging is on."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    return argv, debug or os.environ.get("DENSITYLAB_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     from densitylab.runtime import keep_large_allocations_in_heap
 
+    argv, debug = _debug_flag(list(sys.argv[1:] if argv is None else argv))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # usage errors (one line, code 2) and --help (code 0)
@@ -407,8 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     keep_large_allocations_in_heap()
     try:
         return COMMANDS[args.command](args)
-    except DensitylabError as exc:
-        print(f"densitylab: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # the one error path: a user's mistake is one line and exit code 2
+        message = user_message(exc)
+        if message is None:
+            raise  # a bug: the traceback
+        if debug:
+            traceback.print_exc()
+        print(f"densitylab: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("densitylab: interrupted; a training run continues with "

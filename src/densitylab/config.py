@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,14 +48,16 @@ class RunConfig:
     def validate(self) -> RunConfig:
         if self.epochs is None and self.time_budget is None:
             raise DensitylabError("say how long to train: --epochs E or --time-budget 10m")
-        if self.epochs is not None and self.epochs <= 0:
-            raise DensitylabError(f"--epochs must be positive, got {self.epochs}")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise DensitylabError(f"--epochs must be a positive finite number, got {self.epochs}")
         if self.time_budget is not None:
             parse_duration(self.time_budget)
         if self.batch_size < 1:
             raise DensitylabError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            raise DensitylabError(f"--lr must be positive, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise DensitylabError(f"--lr must be a positive finite number, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise DensitylabError(f"grad_clip must be a positive finite number, got {self.grad_clip}")
         if self.schedule not in ("cosine", "constant"):
             raise DensitylabError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -158,6 +161,6 @@ def parse_duration(text: str | float | int) -> float:
         if not match:
             raise DensitylabError(f"cannot read duration {text!r}; write e.g. 90s, 10m or 1h")
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if seconds <= 0:
+    if not (math.isfinite(seconds) and seconds > 0):
         raise DensitylabError(f"duration must be positive, got {text!r}")
     return seconds

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from densitylab.config import RunConfig
-from densitylab.train.trainer import RESULTS_FILE, SAMPLES_FILE, Trainer
+from densitylab.train.rundir import RESULTS_FILE, SAMPLES_FILE
+from densitylab.train.trainer import Trainer
 
 DEMO_MODELS = ("pixelcnn", "realnvp")  # each with its registered defaults
 

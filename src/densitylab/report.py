@@ -20,6 +20,7 @@ from typing import Any
 from densitylab.errors import DensitylabError
 from densitylab.experiments import experiment_names
 from densitylab.train.files import atomic_write_text
+from densitylab.train.rundir import RESULTS_FILE
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
@@ -47,10 +48,10 @@ def find_results(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.is_dir():
             raise DensitylabError(f"{path} is not a directory of experiment results")
-        if (path / "results.json").is_file():
-            found.append(path / "results.json")
+        if (path / RESULTS_FILE).is_file():
+            found.append(path / RESULTS_FILE)
         else:
-            found.extend(sorted(path.glob("*/results.json")))
+            found.extend(sorted(path.glob(f"*/{RESULTS_FILE}")))
     if not found:
         raise DensitylabError("no results.json found; run `densitylab experiment NAME --out DIR` first")
     return found
@@ -110,7 +111,7 @@ def render_section(record: dict[str, Any], directory: Path) -> str:
     for fig in record.get("figures", []):
         path = directory / fig["file"]
         if not path.is_file():
-            raise DensitylabError(f"{path} is missing (named in {directory / 'results.json'}); "
+            raise DensitylabError(f"{path} is missing (named in {directory / RESULTS_FILE}); "
                                   "rerun the experiment")
         parts.append(f'<figure><img src="{embed(path)}" alt="{html.escape(fig["caption"])}">'
                      f'<figcaption>{html.escape(fig["caption"])}</figcaption></figure>')

@@ -1,3 +1,5 @@
+import errno
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from densitylab.train.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from densitylab.train.files import atomic_write
+from densitylab.train.files import NoSpaceError, atomic_write
 
 SMALL = {"hidden_channels": 8, "n_residual_blocks": 1, "output_hidden": 8}
 
@@ -71,3 +73,46 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
         atomic_write(path, failing)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_model_from_checkpoint_takes_a_run_directory_and_returns_eval_mode(tmp_path):
+    model = build_model("pixelcnn", (1, 4, 4), 4, SMALL)
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoint.safetensors", model, extra_header={"dataset": {"name": "mine"}})
+    loaded, header = model_from_checkpoint(run)  # only the checkpoint: it is the fallback
+    assert not loaded.training and header["dataset"]["name"] == "mine"
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    save_checkpoint(run / "model.safetensors", model)
+    preferred, _ = model_from_checkpoint(run)  # model.safetensors first
+    assert torch.equal(next(preferred.parameters()), next(model.parameters()))
+    with pytest.raises(DensitylabError, match="does not exist"):
+        model_from_checkpoint(tmp_path / "none")
+
+
+def test_every_tensor_byte_is_checksummed(tmp_path):
+    model = build_model("pixelcnn", (1, 4, 4), 4, SMALL)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, model)
+    clean = path.read_bytes()
+    header_end = 8 + int.from_bytes(clean[:8], "little")
+    for offset in range(header_end, len(clean), 97):  # one flipped bit anywhere in the data
+        damaged = bytearray(clean)
+        damaged[offset] ^= 0x10
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(DensitylabError, match="checksum of tensor model"):
+            read_checkpoint(path)
+
+
+def test_a_full_disk_keeps_the_old_file_and_says_so(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+
+    def full(tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(NoSpaceError, match="no space left on the device writing"):
+        atomic_write(path, full)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]

@@ -1,8 +1,9 @@
 """Finding and fetching the IDX files of MNIST and Fashion-MNIST.
 
-Lookup order: ``--data-dir``, ``$DENSITYLAB_DATA``, the Debian package's directory
-(Fashion-MNIST only), then ``~/.cache/densitylab``. When the files are nowhere, they are
-downloaded from the official URLs into the data directory and verified by sha256 before use.
+Lookup order: ``$DENSITYLAB_DATA``, the Debian package's directory (Fashion-MNIST only), then
+``~/.cache/densitylab``; an explicit ``--data-dir`` is the only place looked at. When the files
+are not found, they are downloaded from the official URLs into the data directory and verified by
+sha256 before use.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def default_data_dir() -> Path:
 
 
 def candidate_dirs(dataset: RemoteDataset, data_dir: str | Path | None) -> list[Path]:
-    roots = [Path(data_dir)] if data_dir else []
+    if data_dir:  # an explicit directory is the only place looked at
+        return [Path(data_dir) / dataset.name, Path(data_dir)]
+    roots = []
     if os.environ.get("DENSITYLAB_DATA"):
         roots.append(Path(os.environ["DENSITYLAB_DATA"]))
     dirs = [d for root in roots for d in (root / dataset.name, root)]
@@ -129,7 +132,12 @@ def locate(
             return found  # type: ignore[return-value]
     target_dir = (Path(data_dir) if data_dir else default_data_dir()) / dataset.name
     hint = f"pass --data-dir DIR holding the four IDX files of {dataset.name}"
-    if dataset.debian_package:
+    if data_dir:
+        hint = (f"--data-dir {data_dir} is the only place looked at: put the four IDX files of "
+                f"{dataset.name} there, or leave out --data-dir")
+        if dataset.debian_package:
+            hint += f" to use the copy of 'apt-get install {dataset.debian_package}'"
+    elif dataset.debian_package:
         hint = f"install it with 'apt-get install {dataset.debian_package}' or {hint}"
     if not download:
         raise DensitylabError(f"{dataset.name} not found; {hint}")

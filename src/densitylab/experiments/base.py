@@ -31,9 +31,9 @@ import torch
 from densitylab.config import RunConfig
 from densitylab.errors import DensitylabError
 from densitylab.train.files import atomic_write_json
+from densitylab.train.rundir import METRICS_FILE, RESULTS_FILE
 
 BUDGETS = ("tiny", "small", "full")
-RESULTS_FILE = "results.json"
 
 RunFn = Callable[[Path, str, int], dict[str, Any]]
 
@@ -153,7 +153,7 @@ def train_run(out: Path, model: str, data: str, seconds: float, seed: int = 0,
                        time_budget=f"{seconds}s", seed=seed, **options)
     trainer = Trainer(config.validate(), out, force=True, progress=False)
     results = trainer.fit()
-    return {**results, "curve": read_curve(out / "metrics.jsonl")}
+    return {**results, "curve": read_curve(out / METRICS_FILE)}
 
 
 def read_curve(path: Path) -> dict[str, list[list[float]]]:

@@ -39,6 +39,7 @@ from densitylab.experiments.base import experiment, figure, image_data, read_cur
 from densitylab.experiments.base import threads as restored_threads
 from densitylab.models.base import DensityModel
 from densitylab.train.files import atomic_write
+from densitylab.train.rundir import METRICS_FILE
 from densitylab.train.trainer import Trainer
 
 EVAL_FRACTIONS = tuple(k / 8 for k in range(9))  # test points, as fractions of the training time
@@ -99,7 +100,7 @@ def train_with_snapshots(out: Path, model: str, data: str, train_seconds: float,
         grids = [(step, draw(snapshot, samples, seed)) for step, snapshot in models]
     return {**results, "test_curve": trainer.test_curve, "grids": grids,
             "receptive_field": getattr(trainer.model, "receptive_field", None),
-            "levels": trainer.data.levels, "curve": read_curve(out / "metrics.jsonl")}
+            "levels": trainer.data.levels, "curve": read_curve(out / METRICS_FILE)}
 
 
 @torch.no_grad()

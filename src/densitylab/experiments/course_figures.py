@@ -26,6 +26,7 @@ from densitylab.experiments.base import experiment, figure, image_data, seconds,
 from densitylab.models.autoregressive.made import ORDERINGS, pixel_ranks
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
+from densitylab.train.rundir import MODEL_FILE
 from densitylab.viz.grid import image_grid, save_grid
 
 CHANCE_MULTIPLE = 3.0  # conditional: accuracy must reach this many times chance
@@ -64,7 +65,7 @@ def run_made_orderings(out: Path, budget: str, seed: int) -> dict[str, Any]:
         run_dir = out / ordering
         run = train_run(run_dir, "made", data, train_seconds, seed, {"ordering": ordering},
                         n_bits=1, sample_count=0, checkpoint_every=10**9, eval_every=10**9)
-        model, _ = model_from_checkpoint(run_dir / "model.safetensors")
+        model, _ = model_from_checkpoint(run_dir / MODEL_FILE)
         generator = torch.Generator().manual_seed(seed)
         samples[ordering] = model.eval().sample(SAMPLES_PER_ORDER, generator=generator)
         scores[ordering] = run["test_bits_per_dim"]
@@ -100,7 +101,7 @@ def run_conditional(out: Path, budget: str, seed: int) -> dict[str, Any]:
     test_images = 64 if budget == "tiny" else 500
     run = train_run(out / "pixelcnn", "pixelcnn", data, train_seconds, seed, conditional=True,
                     sample_count=0, checkpoint_every=10**9, eval_every=10**9)
-    model, _ = model_from_checkpoint(out / "pixelcnn" / "model.safetensors")
+    model, _ = model_from_checkpoint(out / "pixelcnn" / MODEL_FILE)
     model.eval()
     n_classes, per_class = model.n_classes, 8
     labels = torch.arange(n_classes).repeat_interleave(per_class)

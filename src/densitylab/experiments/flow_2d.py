@@ -47,6 +47,7 @@ from densitylab.data import load_dataset
 from densitylab.experiments.base import experiment, figure, ks_distance, seconds, table, train_run
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
+from densitylab.train.rundir import MODEL_FILE
 
 CLOSE = 0.05  # largest Kolmogorov-Smirnov distance of a latent called "close to N(0, I)"
 DIRECTIONS = 16
@@ -222,7 +223,7 @@ def run_flow_2d(out: Path, budget: str, seed: int) -> dict[str, Any]:
             run_dir = out / model_name / toy
             run = train_run(run_dir, model_name, toy, train_seconds, seed, spec.options,
                             batch_size=BATCH_SIZE, sample_count=0, **spec.run_options)
-            model, _ = model_from_checkpoint(run_dir / "model.safetensors")
+            model, _ = model_from_checkpoint(run_dir / MODEL_FILE)
             split = load_dataset(toy)
             test, n_train = split.test, len(split.train)
             view = inspect_flow(model, test, grid, n_samples, seed)

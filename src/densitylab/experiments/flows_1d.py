@@ -53,6 +53,7 @@ from densitylab.experiments.base import ks_distance as base_ks_distance
 from densitylab.models.base import build_model
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
+from densitylab.train.rundir import MODEL_FILE
 from densitylab.viz.curves import save_line_plot
 
 KS_THRESHOLD = 0.05
@@ -194,7 +195,7 @@ def run_flow_1d(out: Path, budget: str, seed: int) -> dict[str, Any]:
         with threads(1):
             run = train_run(out / name, "cdf1d", name, train_seconds, seed, options, batch_size=256,
                             threads=1, sample_count=0, checkpoint_every=10**6, eval_every=10**6)
-        model, _ = model_from_checkpoint(out / name / "model.safetensors")
+        model, _ = model_from_checkpoint(out / name / MODEL_FILE)
         model.eval()
         data = load_dataset(name)
         found = evaluate_flow_1d(model, data.train, data.test, seed)

@@ -130,7 +130,8 @@ def measure(run_dir: Path, model: str, data: str, train_seconds: float, seed: in
     Returns ``model``, ``family``, ``bits_per_dim``, ``bound``, ``parameters``, ``steps``,
     ``images_per_s``, ``sample_seconds``, ``samples`` (a ``(16, C, H, W)`` tensor), ``levels``,
     ``test_images`` and ``error`` (``None``, or what failed: a failed draw keeps the score)."""
-    from densitylab.train.trainer import CHECKPOINT_FILE, MODEL_FILE, RESULTS_FILE, SAMPLES_FILE, Trainer
+    from densitylab.train.rundir import CHECKPOINT_FILE, MODEL_FILE, RESULTS_FILE, SAMPLES_FILE
+    from densitylab.train.trainer import Trainer
 
     row: dict[str, Any] = {"model": model, "options": dict(options or {}), "bits_per_dim": math.nan,
                            "bound": "", "parameters": 0, "steps": 0, "images_per_s": 0.0,
@@ -151,9 +152,10 @@ def measure(run_dir: Path, model: str, data: str, train_seconds: float, seed: in
                                                         len(trainer.data.test)),
             bits_per_dim=trainer.evaluate(n_test),
             bound="exact" if trainer.model.family == "autoregressive" else FLOW_BOUND)
-        ckpt.save_checkpoint(run_dir / MODEL_FILE, trainer.model)
+        trainer.save_model()
         (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # training state: no resume here
         device = trainer.device
+        trainer.close()
         del trainer
     except Exception as exc:  # one failing model must not cost the others' runs
         row["error"] = f"training failed: {type(exc).__name__}: {exc}"

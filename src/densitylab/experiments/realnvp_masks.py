@@ -26,6 +26,7 @@ import torch
 from densitylab.experiments.base import experiment, figure, image_data, seconds, table, train_run
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
+from densitylab.train.rundir import METRICS_FILE, MODEL_FILE
 from densitylab.viz.curves import save_line_plot
 from densitylab.viz.grid import image_grid
 
@@ -77,7 +78,7 @@ def save_sample_panels(path: Path, samples: dict[str, torch.Tensor], levels: int
 
 
 def sample_run(run_dir: Path, n: int, seed: int) -> torch.Tensor:
-    model, _ = model_from_checkpoint(run_dir / "model.safetensors")
+    model, _ = model_from_checkpoint(run_dir / MODEL_FILE)
     model.eval()
     with torch.no_grad():
         return model.sample(n, generator=torch.Generator().manual_seed(seed))
@@ -93,7 +94,7 @@ def run_realnvp_masks(out: Path, budget: str, seed: int) -> dict[str, Any]:
         run_dir = out / mask
         runs[mask] = train_run(run_dir, "realnvp", data, train_seconds, seed, {"mask": mask},
                                batch_size=BATCH_SIZE, eval_every=eval_every, eval_images=eval_images)
-        curves[f"mask={mask}"] = eval_curve(run_dir / "metrics.jsonl")
+        curves[f"mask={mask}"] = eval_curve(run_dir / METRICS_FILE)
         samples[mask] = sample_run(run_dir, SAMPLES, seed)
     levels = runs[MASKS[0]]["levels"]
     save_sample_panels(out / "samples.png", samples, levels)

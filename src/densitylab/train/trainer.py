@@ -1,9 +1,10 @@
 """The training loop shared by every model: one run directory, resumable after any kill.
 
-A run directory holds ``config.yaml``, ``metrics.jsonl`` (one JSON record per log/eval),
-``checkpoint.safetensors`` (latest, written atomically), and at the end ``model.safetensors``,
-``results.json`` and ``samples.png`` (plus TensorBoard events under ``tb/`` when tensorboard is
-installed).
+A run directory (:mod:`densitylab.train.rundir`: its file names and its lock) holds
+``config.yaml``, ``metrics.jsonl`` (one JSON record per log/eval), ``checkpoint.safetensors``
+(latest, written atomically), and at the end ``model.safetensors``, ``results.json`` and
+``samples.png`` (plus TensorBoard events under ``tb/`` when tensorboard is installed). The
+process training it holds the directory's lock until :meth:`Trainer.fit` returns (or it exits).
 
 Determinism: the data order of epoch ``e`` is a permutation seeded by ``(seed, e)``, and all
 training noise (dequantization) comes from one generator whose state is checkpointed, so a run
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -34,20 +36,24 @@ from densitylab.evaluate import bits_per_dim
 from densitylab.models.base import DensityModel, build_model
 from densitylab.runtime import keep_large_allocations_in_heap
 from densitylab.train import checkpoint as ckpt
-from densitylab.train import distributed
-from densitylab.train.files import atomic_write_json, atomic_write_text
+from densitylab.train import distributed, rundir
+from densitylab.train.files import NoSpaceError, atomic_write_json, atomic_write_text, no_space
 from densitylab.train.gradients import clip_gradient_norm
 from densitylab.train.precision import TrainingLoss, autocast_dtype
+from densitylab.train.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    FINAL_FILES,
+    METRICS_FILE,
+    MODEL_FILE,
+    RESULTS_FILE,
+    RUN_FILES,
+    SAMPLES_FILE,
+    TENSORBOARD_DIR,
+)
+from densitylab.train.validation import check_resumable
 from densitylab.viz.grid import save_grid
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-MODEL_FILE = "model.safetensors"
-RESULTS_FILE = "results.json"
-SAMPLES_FILE = "samples.png"
-FINAL_FILES = (MODEL_FILE, RESULTS_FILE, SAMPLES_FILE)
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, *FINAL_FILES, "tb")
 NOISE_SEED_STRIDE = 1_000_003  # rank r's noise generator: seed + 1 + r * stride
 
 
@@ -87,7 +93,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         keep_large_allocations_in_heap()
-        self._check_run_dir(resume, force)  # refuse early, but touch nothing yet
+        self._lock: rundir.RunLock | None = None
+        self.last_checkpoint_step: int | None = None
+        # refuse early, but touch nothing yet (the lock is rank 0's, so only rank 0 looks at it)
+        afresh = self._check_run_dir(resume, force, probe_lock=os.environ.get("RANK", "0") == "0")
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = distributed.init_from_env(resolve_device(config.device))  # cuda:LOCAL_RANK
@@ -136,15 +145,19 @@ class Trainer:
         # barrier): now the directory changes, by rank 0 only.
         distributed.barrier()
         main = distributed.is_main()
-        if resume:
-            self._restore(self.run_dir / CHECKPOINT_FILE, truncate_metrics=True)
-            if main:
-                self._clear(FINAL_FILES)  # rewritten by finish(); stale ones would mislead
-                self.config.save(self.run_dir / CONFIG_FILE)  # a budget extension is now on record
-        elif main:
-            self._clear(RUN_FILES if force else ())
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.config.save(self.run_dir / CONFIG_FILE)
+        if main:  # one writer: the checks are made again under the lock
+            self._lock = rundir.RunLock(self.run_dir)
+        try:
+            if main and self._check_run_dir(resume, force, probe_lock=False) != afresh:
+                raise DensitylabError(f"{self.run_dir} changed while this run started; run it again")
+            if afresh and main:
+                print(f"densitylab: {self.run_dir} was stopped before its first checkpoint; starting "
+                      f"it afresh from its {CONFIG_FILE}", file=sys.stderr)
+            self._open_run_dir(resume and not afresh, force or afresh)
+        except BaseException:
+            self.close()
+            raise
+        resume = resume and not afresh
         self._needs_data_init = not resume  # a checkpoint holds initialised parameters
         self.writer = self._tensorboard() if main else None
         if resume:
@@ -195,39 +208,45 @@ class Trainer:
         return None
 
     # ----- run directory -------------------------------------------------------------------
-    def _check_run_dir(self, resume: bool, force: bool) -> None:
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise DensitylabError(f"{self.run_dir} is a file, not a run directory; choose another --out")
+    def _check_run_dir(self, resume: bool, force: bool, probe_lock: bool = True) -> bool:
+        """Refuse what must not start; True when a resumed run starts afresh (it was stopped
+        before its first checkpoint)."""
         if resume:
-            if not (self.run_dir / CHECKPOINT_FILE).is_file():
-                raise DensitylabError(
-                    f"{self.run_dir} has no checkpoint to resume from; start it again with --force"
-                )
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()) and not force:
-            raise DensitylabError(
-                f"{self.run_dir} already holds files of a run; use --resume to continue it, "
-                "--force to overwrite it, or choose another --out"
-            )
+            return rundir.resume_starts_afresh(self.run_dir, probe_lock)
+        rundir.check_new_run(self.run_dir, force, probe_lock)
+        return False
+
+    def _open_run_dir(self, resume: bool, force: bool) -> None:
+        """Restore the checkpoint (resume) or start the directory (rank 0 writes)."""
+        main = distributed.is_main()
+        if resume:
+            self._restore(self.run_dir / CHECKPOINT_FILE, truncate_metrics=True)
+            if main:
+                self._clear(FINAL_FILES)  # rewritten by finish(); stale ones would mislead
+                self.config.save(self.run_dir / CONFIG_FILE)  # a budget extension is now on record
+        elif main:
+            self._clear(RUN_FILES if force else ())
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.run_dir / CONFIG_FILE)
 
     def _clear(self, names: tuple[str, ...]) -> None:
         """Remove run files (and temporary files a kill may have left)."""
-        if not self.run_dir.is_dir():
-            return
-        for name in names:
-            if not (self.run_dir / name).is_dir():
-                (self.run_dir / name).unlink(missing_ok=True)
-        for leftover in self.run_dir.glob(".*.tmp"):
-            leftover.unlink()
-        if "tb" in names:
-            for event in (self.run_dir / "tb").glob("events.*"):
-                event.unlink()
+        rundir.clear(self.run_dir, names)
+
+    def close(self) -> None:
+        """Release the run directory's lock (and close TensorBoard's writer)."""
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+            self.writer = None
+        if self._lock is not None:
+            self._lock.release()
 
     def _tensorboard(self):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state.step or None)
+        return SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=self.state.step or None)
 
     def _log(self, record: dict[str, Any]) -> None:
         if not distributed.is_main():
@@ -262,18 +281,46 @@ class Trainer:
             return
         extra_tensors = {"rng.noise": noise[0], "rng.torch": torch.get_rng_state()}
         extra_tensors |= {f"rng.noise.rank{rank}": state for rank, state in enumerate(noise) if rank}
-        header = {"state": self.state.to_dict(), "run_config": self.config.to_dict()}
+        header = {"state": self.state.to_dict(), "run_config": self.config.to_dict(),
+                  **self._dataset_header()}
         if self.scaler is not None:
             header["grad_scaler"] = self.scaler.state_dict()
-        ckpt.save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer,
-                             extra_tensors=extra_tensors, extra_header=header)
+        try:
+            ckpt.save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.model, self.optimizer,
+                                 extra_tensors=extra_tensors, extra_header=header)
+        except NoSpaceError as exc:
+            raise self._out_of_space(exc) from exc
+        self.last_checkpoint_step = self.state.step
+
+    def _out_of_space(self, exc: OSError | NoSpaceError) -> DensitylabError:
+        """One line: what ran out writing which file, the last good checkpoint, how to go on."""
+        if isinstance(exc, NoSpaceError):
+            where, (reason, advice) = exc.path, (exc.reason, exc.advice)
+        else:
+            where, (reason, advice) = exc.filename or self.run_dir, no_space(exc) or ("", "")
+        last = (f"the last good checkpoint is step {self.last_checkpoint_step}"
+                if self.last_checkpoint_step is not None else "no checkpoint was written yet")
+        return DensitylabError(f"{reason} writing {where}; {last}; {advice}, then run "
+                               f"'densitylab train --resume {self.run_dir}'")
+
+    def _dataset_header(self) -> dict[str, Any]:
+        return ckpt.dataset_header(self.config.data, self.data.shape, self.data.levels)
+
+    def save_model(self, path: Path | None = None) -> None:
+        """The model's weights alone (``model.safetensors`` unless ``path``), for eval and sample."""
+        ckpt.save_checkpoint(path or self.run_dir / MODEL_FILE, self.model,
+                             extra_header=self._dataset_header())
 
     def _restore(self, path: Path, truncate_metrics: bool = False) -> None:
         tensors, header = ckpt.read_checkpoint(path)
         if header.get("model") != self.config.model:
             raise DensitylabError(f"{path} holds a {header.get('model')} model, not {self.config.model}")
-        ckpt.load_model_state(self.model, tensors)
-        ckpt.load_optimizer_state(self.optimizer, tensors, header)
+        weights = MODEL_FILE if (self.run_dir / MODEL_FILE).is_file() else path.name
+        check_resumable(tensors, header, path, f"'densitylab eval' and 'densitylab sample' still work "
+                        f"from {weights}; retrain with --force to train further")
+        ckpt.load_model_state(self.model, tensors, path)
+        ckpt.load_optimizer_state(self.optimizer, tensors, header, path,
+                                  [f"model.{name}" for name, _ in self.model.named_parameters()])
         rank = distributed.rank()
         noise_key = f"rng.noise.rank{rank}" if rank else "rng.noise"
         if noise_key in tensors:  # (a rank the saved run did not have keeps its own fresh stream)
@@ -282,6 +329,7 @@ class Trainer:
         if self.scaler is not None and "grad_scaler" in header:
             self.scaler.load_state_dict(header["grad_scaler"])
         self.state.__dict__.update(TrainState(**header["state"]).__dict__)  # in place: no stale aliases
+        self.last_checkpoint_step = self.state.step
         if truncate_metrics and distributed.is_main():
             self._truncate_metrics()
 
@@ -394,9 +442,17 @@ class Trainer:
         return bpd * math.log(2) if self.data.continuous else bpd
 
     def fit(self) -> dict[str, Any]:
-        """Train until the budget is spent; then evaluate, sample and write the results."""
-        self.train_loop()
-        return self.finish()
+        """Train until the budget is spent; then evaluate, sample and write the results. The run
+        directory's lock is released on return."""
+        try:
+            self.train_loop()
+            return self.finish()
+        except (OSError, NoSpaceError) as exc:  # e.g. the disk fills while metrics are appended
+            if not isinstance(exc, NoSpaceError) and no_space(exc) is None:
+                raise
+            raise self._out_of_space(exc) from exc
+        finally:
+            self.close()
 
     def train_loop(self) -> None:
         """Optimizer steps until the budget (epochs and/or time) is spent; checkpoints included."""
@@ -470,7 +526,7 @@ class Trainer:
         self._log({"step": self.state.step, f"test_{self.unit}_full": test_bpd})
         self.model.eval()
         if distributed.is_main():
-            ckpt.save_checkpoint(self.run_dir / MODEL_FILE, self.model)
+            self.save_model()
             self._save_samples()
         results = {
             "model": self.config.model,
