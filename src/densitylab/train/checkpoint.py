@@ -190,6 +190,9 @@ def model_from_checkpoint(
                             header["model_config"])
     except (KeyError, TypeError) as exc:
         raise DensitylabError(f"{path} has no usable model description ({exc}); retrain") from None
+    floats = {v.dtype for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point()}
+    if len(floats) == 1:  # weights saved from a model in another precision (e.g. .double())
+        model = model.to(floats.pop())
     load_model_state(model, tensors, path)
     return model.to(device).eval(), header
 
