@@ -198,7 +198,9 @@ def option_help(name: str, comment: str | None, docstring: str | None,
     if comment and not (comment.startswith(("or ", "one of ")) and name in OPTION_HELP):
         return comment  # (a bare list of alternatives reads better from the table)
     if name in OPTION_HELP:
-        return OPTION_HELP[name] + (f" ({', '.join(choices)})" if choices else "")
+        text = OPTION_HELP[name]
+        missing = [c for c in choices if c not in text]
+        return text + (f" ({', '.join(choices)})" if missing else "")
     for sentence in (docstring or "").replace("\n", " ").split(". "):
         if f"``{name}``" in sentence:
             return " ".join(sentence.replace("``", "").split())
@@ -285,6 +287,7 @@ def runtime_model(name: str) -> ModelEntry | None:
     """The entry of model ``name`` from the imported registry (imports torch)."""
     import dataclasses
     import inspect
+    import sys
 
     from densitylab.models.base import available_models
 
@@ -292,33 +295,41 @@ def runtime_model(name: str) -> ModelEntry | None:
     if info is None:
         return None
     config = info.cls.Config
-    comments: dict[int, str] = {}
-    try:
-        source, start = inspect.getsourcelines(config)
-        comments = {start + line: text for line, text in _parse_comments("".join(source)).items()}
-        lines = {f: start + i for i, text in enumerate(source) for f in [text.split(":")[0].strip()]}
-    except (OSError, TypeError):
-        lines = {}
     options = []
     for f in dataclasses.fields(config):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        owner = next(c for c in config.__mro__ if f.name in c.__dict__.get("__annotations__", {}))
+        comment = _field_comments(owner).get(f.name)
+        choices: tuple[str, ...] = ()
+        if comment and comment.startswith("one of "):
+            values = getattr(sys.modules[owner.__module__], comment.split()[2], ())
+            choices = tuple(str(v) for v in values) if isinstance(values, tuple | list) else ()
         options.append(ModelOption(f.name, type_name, default,
-                                   option_help(f.name, comments.get(lines.get(f.name, -1)),
-                                               inspect.getdoc(config))))
+                                   option_help(f.name, comment, inspect.getdoc(owner), choices)))
     return ModelEntry(name, info.cls.family, info.description, tuple(options), info.cls.default_lr)
 
 
-def _parse_comments(text: str) -> dict[int, str]:
-    comments = {}
+def _field_comments(cls: type) -> dict[str, str]:
+    """Field name -> the comment on its line, from the source of dataclass ``cls``."""
+    import inspect
+
     try:
-        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    lines = source.splitlines()
+    found = {}
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
             if token.type == tokenize.COMMENT:
-                comments[token.start[0] - 1] = token.string.lstrip("#").strip()
+                field = lines[token.start[0] - 1].split(":")[0].strip()
+                if field.isidentifier():
+                    found[field] = token.string.lstrip("#").strip()
     except (tokenize.TokenError, IndentationError):
         pass
-    return comments
+    return found
 
 
 def models() -> dict[str, ModelEntry]:

@@ -366,7 +366,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         labels = labels[: len(images)]
     else:
         labels = None
-    bpd = bits_per_dim(model, images, args.batch_size, args.seed, args.iw, labels)
+    exact = model.family != "flow" or data.continuous
+    if exact and args.iw > 1:
+        what = "density of continuous data" if data.continuous else "log-likelihood"
+        print(f"densitylab: --iw {args.iw} has nothing to do: {header['model']}'s {what} is exact "
+              "(no dequantization bound to tighten)", file=sys.stderr)
+    bpd = bits_per_dim(model, images, args.batch_size, args.seed, 1 if exact else args.iw, labels)
     kind = "exact" if model.family != "flow" else (
         "exact density" if data.continuous
         else f"importance-weighted, {args.iw} dequantization samples" if args.iw > 1
@@ -382,6 +387,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from densitylab.train.checkpoint import model_from_checkpoint
+    from densitylab.train.progress import is_terminal
     from densitylab.train.trainer import resolve_device
     from densitylab.viz.grid import save_grid
 
@@ -395,19 +401,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model.double()
     generator = torch.Generator().manual_seed(args.seed)
     n_classes = getattr(model, "n_classes", 0)
-    labels, nrow = None, None
+    labels, nrow, row_labels = None, None, None
     if args.label is not None:
         if not n_classes:
             raise DensitylabError("--label needs a class-conditional model (train with --conditional)")
         if not 0 <= args.label < n_classes:
             raise DensitylabError(f"--label must lie in 0..{n_classes - 1}")
         labels = torch.full((args.n,), args.label, dtype=torch.long)
+        nrow = max(1, math.ceil(math.sqrt(args.n)))
+        row_labels = [f"class {args.label}"] * math.ceil(args.n / nrow)
     elif n_classes:  # one row per class
         nrow = -(-args.n // n_classes)
         labels = torch.arange(n_classes).repeat_interleave(nrow)
+        row_labels = [f"class {k}" for k in range(n_classes)]
     options = {}
     if getattr(model, "family", None) == "autoregressive":
-        options = {"method": args.method, "progress": not args.no_progress}
+        options = {"method": args.method, "progress": not args.no_progress and is_terminal(sys.stderr)}
     elif args.method is not None:
         raise DensitylabError(f"--method applies to autoregressive models; {model.registry_name!r} "
                               "samples in one pass")
@@ -419,7 +428,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         save_points_plot(output, samples, f"{len(samples)} samples", model.levels)
     else:
-        save_grid(output, samples, model.levels, nrow=nrow)
+        save_grid(output, samples, model.levels, nrow=nrow, row_labels=row_labels)
     print(f"wrote {len(samples)} samples to {output}")
     return 0
 
@@ -451,7 +460,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from densitylab.report import render_report
 
     count = render_report([Path(d) for d in args.dirs], Path(args.output))
-    print(f"wrote {args.output} ({count} experiments)")
+    print(f"wrote {args.output} ({count} experiments and training runs)")
     return 0
 
 

@@ -514,7 +514,8 @@ class Trainer:
             per_class = max(1, self.config.sample_count // self.n_classes)
             labels = torch.arange(self.n_classes, device=self.device).repeat_interleave(per_class)
             samples = self.model.sample(len(labels), labels, generator=generator)
-            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels, nrow=per_class)
+            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels, nrow=per_class,
+                      row_labels=[f"class {k}" for k in range(self.n_classes)])
         else:
             samples = self.model.sample(self.config.sample_count, generator=generator)
             save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels)
