@@ -14,11 +14,11 @@ def test_static_models_match_the_registry():
     assert list(static) == sorted(registry)
     for name, info in registry.items():
         entry = static[name]
-        assert (entry.family, entry.description) == (info.cls.family, info.description), name
-        assert entry.default_lr == info.cls.default_lr, name
-        fields = dataclasses.fields(info.cls.Config)
-        assert [o.name for o in entry.options] == [f.name for f in fields], name
-        defaults = info.cls.Config()
+        config = catalog._info(info, "Config")
+        assert (entry.family, entry.description) == (catalog._info(info, "family"), info.description)
+        assert entry.default_lr == catalog._info(info, "default_lr"), name
+        assert [o.name for o in entry.options] == [f.name for f in dataclasses.fields(config)], name
+        defaults = config()
         for option in entry.options:
             assert option.default == getattr(defaults, option.name), (name, option.name)
             assert option.help, f"{name}.{option.name} has no one-line description"

@@ -239,16 +239,25 @@ def _choices(path: Path, comment: str | None) -> tuple[str, ...]:
     return tuple(str(v) for v in values) if isinstance(values, tuple | list) else ()
 
 
-def _static_models() -> dict[str, tuple[Path, ast.ClassDef, str, str]]:
+def _register_call(node: ast.AST) -> ast.Call | None:
+    """The ``@register_model(name, description, ...)`` decorator of a class or function."""
+    for decorator in getattr(node, "decorator_list", []):
+        if (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Name)
+                and decorator.func.id == "register_model" and len(_string_args(decorator)) >= 2):
+            return decorator
+    return None
+
+
+def _static_models() -> dict[str, tuple[Path, ast.ClassDef | ast.FunctionDef, ast.Call, str]]:
+    """Registered name -> (file, the decorated class or constructor, the decorator, package family)."""
     found = {}
     for package, family in MODEL_PACKAGES.items():
         for path in sorted((PACKAGE / "models" / package).glob("*.py")):
             tree, _ = _parse(path)
             for node in tree.body:
-                if isinstance(node, ast.ClassDef):
-                    args = _decorator(node, "register_model")
-                    if args is not None and len(args) == 2:
-                        found[args[0]] = (path, node, family, args[1])
+                call = _register_call(node)
+                if call is not None:
+                    found[_string_args(call)[0]] = (path, node, call, family)
     return found
 
 
@@ -274,13 +283,34 @@ def _class_attribute(path: Path, node: ast.ClassDef, attribute: str, depth: int 
     raise Unresolved(attribute)
 
 
-def _static_entry(path: Path, node: ast.ClassDef, family: str, description: str, name: str) -> ModelEntry:
-    where, config = _class_attribute(path, node, "Config")
+def _described(path: Path, node: ast.AST, call: ast.Call, attribute: str,
+               default: Any) -> tuple[Path, ast.AST]:
+    """Where ``register_model`` finds ``attribute``: its keyword argument, else the class's
+    attribute; a constructor function without the keyword gets ``default``."""
+    for keyword in call.keywords:
+        if keyword.arg == attribute.lower():
+            return path, keyword.value
+    if isinstance(node, ast.ClassDef):
+        return _class_attribute(path, node, attribute)
+    if default is None:
+        raise Unresolved(attribute)
+    return path, ast.Constant(default)
+
+
+def _static_entry(path: Path, node: ast.AST, call: ast.Call, package_family: str, name: str) -> ModelEntry:
+    description = _string_args(call)[1]
+    where, config = _described(path, node, call, "Config", None)
     if not isinstance(config, ast.Name):
         raise Unresolved(f"{name}.Config")
-    lr_path, lr = _class_attribute(path, node, "default_lr")
-    return ModelEntry(name, family, description, tuple(_config_options(where, config.id)),
-                      float(_value(lr_path, lr)))
+    family = _value(*_described(path, node, call, "family", package_family))
+    default_lr = _value(*_described(path, node, call, "default_lr", 1e-3))
+    return ModelEntry(name, str(family), description, tuple(_config_options(where, config.id)),
+                      float(default_lr))
+
+
+def _info(info: Any, attribute: str) -> Any:
+    """An attribute of a registry entry (or, in an entry that wraps the class, of its class)."""
+    return getattr(info, attribute) if hasattr(info, attribute) else getattr(info.cls, attribute)
 
 
 def runtime_model(name: str) -> ModelEntry | None:
@@ -294,7 +324,7 @@ def runtime_model(name: str) -> ModelEntry | None:
     info = available_models().get(name)
     if info is None:
         return None
-    config = info.cls.Config
+    config = _info(info, "Config")
     options = []
     for f in dataclasses.fields(config):
         default = f.default if f.default is not dataclasses.MISSING else (
@@ -308,7 +338,8 @@ def runtime_model(name: str) -> ModelEntry | None:
             choices = tuple(str(v) for v in values) if isinstance(values, tuple | list) else ()
         options.append(ModelOption(f.name, type_name, default,
                                    option_help(f.name, comment, inspect.getdoc(owner), choices)))
-    return ModelEntry(name, info.cls.family, info.description, tuple(options), info.cls.default_lr)
+    return ModelEntry(name, _info(info, "family"), info.description, tuple(options),
+                      _info(info, "default_lr"))
 
 
 def _field_comments(cls: type) -> dict[str, str]:
@@ -335,9 +366,9 @@ def _field_comments(cls: type) -> dict[str, str]:
 def models() -> dict[str, ModelEntry]:
     """Every registered model with its family, description and options, sorted by name."""
     entries = {}
-    for name, (path, node, family, description) in sorted(_static_models().items()):
+    for name, found in sorted(_static_models().items()):
         try:
-            entries[name] = _static_entry(path, node, family, description, name)
+            entries[name] = _static_entry(*found, name)
         except (Unresolved, SyntaxError, OSError):
             entry = runtime_model(name)
             if entry is not None:

@@ -9,7 +9,7 @@ A model is an ``nn.Module`` built from ``(config, shape, levels)``:
 
 ``shape`` is ``(C, H, W)`` for images or ``(D,)`` for vectors (the 1D and 2D toys). ``levels == 0``
 marks continuous data (float vectors): there ``log_prob`` is a density in nats and the unit is
-nats/dim (DESIGN.md section 1). Each model class declares in ``data_kinds`` which of ``"image"``,
+nats/dim (docs/design.md, section 1). Each model class declares in ``data_kinds`` which of ``"image"``,
 ``"vector"`` and ``"continuous"`` it accepts; :func:`build_model` refuses the others in one line.
 
 Models are registered by name with :func:`register_model` so the CLI, the Python API and a
