@@ -30,8 +30,20 @@ TABLE_ORDER = ["autoregressive-8bit", "autoregressive-binarized", "flows-8bit", 
 
 # ----- docs/cli.md --------------------------------------------------------------------------------
 def cli_markdown() -> str:
+    saved = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = WIDTH
-    sys.path.insert(0, str(ROOT / "src"))
+    try:
+        return _cli_markdown()
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+
+
+def _cli_markdown() -> str:
+    if str(ROOT / "src") not in sys.path:
+        sys.path.insert(0, str(ROOT / "src"))
     from densitylab import catalog
     from densitylab.cli import build_parser
 

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(naive); the same --seed gives the same images")
     sample.add_argument("--float64", action="store_true",
                         help="sample in float64: cached and naive then agree even on draws that "
-                        "float32 rounding could tip (about 1 in 50,000; slower)")
+                        "float32 rounding could tip (rare; slower)")
     sample.add_argument("--no-progress", action="store_true", help="no progress bar")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 

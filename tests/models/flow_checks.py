@@ -1,5 +1,5 @@
 """Checks every flow transform and flow model must pass (used by tests/models/test_flows.py and the
-per-model test files): the oracles of docs/design.md, section 5.
+per-model test files): the oracles of docs/design.md, section 6.
 
 Tolerances: in float64, ``inverse(forward(x))`` within 1e-6 absolute (bisection-based inverses
 state their own), log-dets within 1e-6 of ``slogdet`` of the autograd Jacobian.
