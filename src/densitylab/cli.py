@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "meaning), set with --model-opt KEY=VALUE")
 
     train = command("train", "train a model into a run directory",
-                    epilog="Flags override the --config file, which overrides the defaults shown. "
+                    epilog="Flags override the --config file, which overrides the defaults shown.\n"
                     "A model's own options: 'densitylab list MODEL'.")
     train.add_argument("model", nargs="?", help="model name (see 'densitylab list'; "
                        "not with --resume)")
@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "flags override it")
     train.add_argument("--data", help="dataset name, .npy/.npz file or image folder"
                        + _run_default("data"))
-    train.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live "
-                       "(default: the system's dataset folder, else a download cache)")
+    train.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live (default: "
+                       "$DENSITYLAB_DATA, the system's dataset folder, then ~/.cache/densitylab)")
     train.add_argument("--n-bits", type=int, help="quantize to 2**N levels, 1 = binarize "
                        "(default: the dataset's own levels)")
     train.add_argument("--conditional", action="store_true", default=None,
@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--compile may change")
     train.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     train.add_argument("--no-progress", action="store_true",
-                       help="no progress bar on a terminal (elsewhere a log line is printed "
-                       "every few hundred steps instead)")
+                       help="no progress display: a bar on a terminal, elsewhere a line every "
+                       "log_every steps (at most one per 10 s)")
 
     ev = command("eval", "test bits/dim of a trained run")
     ev.add_argument("run_dir", help="a run directory (or a model/checkpoint .safetensors file)")
