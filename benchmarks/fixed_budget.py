@@ -48,7 +48,7 @@ ENTRIES = {
 FLOWS = ["nice", "realnvp", "glow", "maf"]
 AUTOREGRESSIVE = ["pixelcnn", "gated_pixelcnn", "wavenet", "wavenet+coords", "rnn", "rnn+coords", "made"]
 
-# Measured on the 2-core development machine under the same protocol (see the issue tracker).
+# Peer implementations measured on the 2-core development machine under the same protocol.
 REFERENCE = {
     "pixelcnn": ("plain PixelCNN, 62k parameters", 3.27),
     "gated_pixelcnn": ("an existing Gated PixelCNN, 32 channels, 62 images/s", 3.41),

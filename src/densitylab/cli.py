@@ -34,78 +34,148 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"densitylab: error: {message} (see '{self.prog} --help')\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's help ends with its default, except where there is none to show (no value,
+    an off switch, or a help text that already names it); descriptions and epilogs keep their
+    line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, [], argparse.SUPPRESS)
+                or action.option_strings == [] and action.nargs in ("?", "*")):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _run_default(name: str) -> str:
+    """`` (default: X)`` for a train flag, X taken from :class:`densitylab.config.RunConfig`."""
+    from densitylab.config import RunConfig
+
+    return f" (default: {RunConfig.__dataclass_fields__[name].default})"
+
+
+def _experiment_epilog() -> str:
+    import textwrap
+
+    from densitylab import catalog
+
+    lines = ["experiments:"]
+    for name, claim in catalog.experiments().items():
+        lines.append(f"  {name}")
+        lines += textwrap.wrap(claim, 90, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from densitylab import __version__
+
     parser = OneLineParser(
         prog="densitylab",
         description="Train, evaluate and sample autoregressive models and normalizing flows, "
         "scored in exact bits/dim.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error "
                         "(also DENSITYLAB_DEBUG=1); accepted anywhere on the command line")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser.add_argument("--version", action="version", version=f"densitylab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser,
+                                metavar="COMMAND")
 
-    sub.add_parser("list", help="every model and dataset, one line each")
+    def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=kwargs.pop("description", help),
+                              formatter_class=HelpFormatter, **kwargs)
 
-    train = sub.add_parser("train", help="train a model into a run directory")
-    train.add_argument("model", nargs="?", help="model name (see 'densitylab list')")
-    train.add_argument("--config", help="RUN.yaml with settings; flags override it")
-    train.add_argument("--data", help="dataset name, .npy/.npz file or image folder")
-    train.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live")
+    listing = command("list", "every model, dataset and experiment, one line each; "
+                      "'list MODEL': the model's options")
+    listing.add_argument("model", nargs="?", help="a model name: print its options (type, default, "
+                         "meaning), set with --model-opt KEY=VALUE")
+
+    train = command("train", "train a model into a run directory",
+                    epilog="Flags override the --config file, which overrides the defaults shown.\n"
+                    "A model's own options: 'densitylab list MODEL'.")
+    train.add_argument("model", nargs="?", help="model name (see 'densitylab list'; "
+                       "not with --resume)")
+    train.add_argument("--config", help="RUN.yaml with settings (a run's config.yaml works); "
+                       "flags override it")
+    train.add_argument("--data", help="dataset name, .npy/.npz file or image folder"
+                       + _run_default("data"))
+    train.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live (default: "
+                       "$DENSITYLAB_DATA, the system's dataset folder, then ~/.cache/densitylab)")
     train.add_argument("--context-columns", help="tables: columns (0-based indices or CSV header "
                        "names, comma-separated) that condition the others: p(x | context)")
-    train.add_argument("--n-bits", type=int, help="quantize to 2**N levels (1 = binarize)")
+    train.add_argument("--n-bits", type=int, help="quantize to 2**N levels, 1 = binarize "
+                       "(default: the dataset's own levels)")
     train.add_argument("--conditional", action="store_true", default=None,
                        help="class-conditional model: the dataset's labels feed the model")
-    train.add_argument("--epochs", type=float, help="number of passes over the training set")
-    train.add_argument("--time-budget", help="stop after this much training, e.g. 90s, 10m, 1h")
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--device", help="auto, cpu or cuda")
+    train.add_argument("--epochs", type=float, help="number of passes over the training set "
+                       "(give --epochs, --time-budget or both; training stops at the first)")
+    train.add_argument("--time-budget", metavar="DURATION",
+                       help="stop after this much training time, e.g. 90s, 10m, 1h; 'none' clears "
+                       "a budget set by --config (evaluation and sampling come after it)")
+    train.add_argument("--batch-size", type=int, help="images per optimizer step"
+                       + _run_default("batch_size"))
+    train.add_argument("--lr", type=float, help="peak Adam learning rate, reached after a warm-up "
+                       "of at most 5%% of the run (default: the model's, see 'densitylab list MODEL')")
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:N" + _run_default("device"))
     train.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
-                       help="fp32 (default), or autocast the networks to bf16 / fp16 (fp16: CUDA "
-                       "only); log-likelihoods and the loss stay fp32")
+                       help="fp32, or autocast the networks to bf16 / fp16 (fp16: CUDA "
+                       "only); log-likelihoods and the loss stay fp32" + _run_default("precision"))
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch.compile the training loss (first steps slower while it compiles)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--threads", type=int, help="CPU threads for torch")
-    train.add_argument("--eval-every", type=int, help="steps between test evaluations")
-    train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    train.add_argument("--sample-count", type=int, help="samples drawn into samples.png at the end")
+                       help="torch.compile the training loss (first steps slower while it compiles)"
+                       + _run_default("compile"))
+    train.add_argument("--seed", type=int, help="seeds initialisation, data order and noise"
+                       + _run_default("seed"))
+    train.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    train.add_argument("--eval-every", type=int, help="steps between evaluations on the first "
+                       "test images" + _run_default("eval_every"))
+    train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints"
+                       + _run_default("checkpoint_every"))
+    train.add_argument("--sample-count", type=int, help="samples drawn into samples.png at the end, "
+                       "0: none" + _run_default("sample_count"))
     train.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
-                       help="a model option, e.g. hidden_channels=32 (repeatable)")
+                       help="a model option, e.g. hidden_channels=32 (repeatable; the options and "
+                       "their defaults: 'densitylab list MODEL')")
     train.add_argument("--head", choices=("softmax", "logistic-mixture"),
-                       help="output distribution of PixelCNN / Gated PixelCNN (= --model-opt head=...)")
+                       help="output distribution of PixelCNN / Gated PixelCNN (= --model-opt head=...; "
+                       "default: softmax)")
     train.add_argument("--coords", action="store_true",
                        help="feed each position's (row, column) to rnn / wavenet (= --model-opt coords=true)")
     train.add_argument("--dequantization", choices=("uniform", "variational"),
                        help="how a flow dequantizes discrete data: uniform noise or a learned q(u|x), "
-                       "Flow++ (= --model-opt dequantization=...)")
-    train.add_argument("--out", help="run directory")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+                       "Flow++ (= --model-opt dequantization=...; default: uniform)")
+    train.add_argument("--out", metavar="RUN_DIR", help="run directory (required, except with --resume)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint; "
+                       "only --epochs, --time-budget, --threads, --device, --precision and "
+                       "--compile may change")
     train.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress display: a bar on a terminal, elsewhere a line every "
+                       "log_every steps (at most one per 10 s)")
 
-    ev = sub.add_parser("eval", help="test bits/dim of a trained run")
-    ev.add_argument("run_dir")
-    ev.add_argument("--data", help="evaluate on another dataset (same shape and levels)")
-    ev.add_argument("--data-dir")
-    ev.add_argument("--split", choices=("test", "train"), default="test")
+    ev = command("eval", "test bits/dim of a trained run")
+    ev.add_argument("run_dir", help="a run directory (or a model/checkpoint .safetensors file)")
+    ev.add_argument("--data", help="evaluate on another dataset with the same shape and levels "
+                    "(default: the run's)")
+    ev.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live (default: the run's)")
+    ev.add_argument("--split", choices=("test", "train"), default="test", help="which split to score")
     ev.add_argument("--iw", type=int, default=1, metavar="S",
-                    help="flows: importance-weighted bound with S dequantization samples")
+                    help="flows on discrete data: importance-weighted bound with S dequantization "
+                    "samples (exact models need none)")
     ev.add_argument("--max-images", type=int, help="evaluate on the first N images only (N >= 1; "
                     "default: every image of the split)")
-    ev.add_argument("--batch-size", type=int, default=256)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    ev.add_argument("--seed", type=int, default=0, help="seeds the dequantization noise")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
-    sample = sub.add_parser("sample", help="write a grid of samples from a trained run")
-    sample.add_argument("run_dir")
+    sample = command("sample", "write a grid of samples from a trained run")
+    sample.add_argument("run_dir", help="a run directory (or a model/checkpoint .safetensors file)")
     sample.add_argument("-n", type=int, default=64, help="number of samples")
-    sample.add_argument("-o", "--output", default=None, help="PNG path (default RUN_DIR/grid.png)")
-    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("-o", "--output", default=None, help="PNG path (default: RUN_DIR/grid.png)")
+    sample.add_argument("--temperature", type=float, default=1.0,
+                        help="scales the logits' (or the prior's) spread; 0: the most likely value")
     sample.add_argument("--label", type=int, help="class-conditional models: sample this class "
-                        "(default: a grid with one row per class)")
-    sample.add_argument("--seed", type=int, default=0)
+                        "(default: a grid with one labelled row per class)")
+    sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
     sample.add_argument("--context", help="conditional flows: the context to sample at, "
                         "comma-separated numbers")
     sample.add_argument("--method", choices=["cached", "naive"],
@@ -114,60 +184,87 @@ def build_parser() -> argparse.ArgumentParser:
                         "(naive); the same --seed gives the same images")
     sample.add_argument("--float64", action="store_true",
                         help="sample in float64: cached and naive then agree even on draws that "
-                        "float32 rounding could tip (about 1 in 50,000; slower)")
+                        "float32 rounding could tip (rare; slower)")
     sample.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sample.add_argument("--device", default="auto")
+    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
-    demo = sub.add_parser("demo", help="train a small PixelCNN and RealNVP on real MNIST digits")
-    demo.add_argument("--out", default="demo_runs")
+    demo = command("demo", "train a small PixelCNN and RealNVP on real MNIST digits")
+    demo.add_argument("--out", default="demo_runs", help="directory for the two runs")
     demo.add_argument("--time-budget", default="100s", help="training time per model")
 
-    experiment = sub.add_parser("experiment", help="reproduce a claim of the course notes: "
-                                "results.json and figures in --out (NAME all: every experiment)")
-    experiment.add_argument("name", help="an experiment (see `densitylab list`) or all")
+    experiment = command("experiment", "reproduce a claim of the course notes: "
+                         "results.json and figures in --out (NAME all: every experiment)",
+                         epilog=_experiment_epilog())
+    experiment.add_argument("name", help="one of the experiments below, or all")
     experiment.add_argument("--out", required=True, help="directory for results.json and figures "
                             "(all: one sub-directory per experiment)")
     experiment.add_argument("--budget", choices=("tiny", "small", "full"), default="small",
                             help="tiny: seconds (a smoke test); small: a 2-core CPU, all in under an "
                             "hour; full: a GPU")
-    experiment.add_argument("--seed", type=int, default=0)
+    experiment.add_argument("--seed", type=int, default=0, help="seeds every run of the experiment")
 
-    report = sub.add_parser("report", help="render experiment results into one self-contained HTML page")
-    report.add_argument("dirs", nargs="+", help="experiment output directories (or a directory of them)")
-    report.add_argument("-o", "--output", default="report.html")
+    report = command("report", "render experiment results and training runs into one "
+                     "self-contained HTML page")
+    report.add_argument("dirs", nargs="+", help="experiment output directories and/or run "
+                        "directories (or directories of them)")
+    report.add_argument("-o", "--output", default="report.html", help="HTML file to write")
 
-    bench = sub.add_parser("bench", help="fixed-budget benchmark: train N minutes, report JSON")
-    bench.add_argument("model")
-    bench.add_argument("--data", default="fashion-mnist")
-    bench.add_argument("--data-dir")
-    bench.add_argument("--n-bits", type=int, help="quantize to 2**N levels (1 = binarize)")
-    bench.add_argument("--minutes", type=float, default=8.0)
-    bench.add_argument("--batch-size", type=int, default=64)
-    bench.add_argument("--threads", type=int, default=2)
-    bench.add_argument("--test-images", type=int, default=2000)
-    bench.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE")
-    bench.add_argument("--lr", type=float)
+    bench = command("bench", "fixed-budget benchmark: train N minutes, report JSON")
+    bench.add_argument("model", help="model name (see 'densitylab list')")
+    bench.add_argument("--data", default="fashion-mnist", help="dataset name")
+    bench.add_argument("--data-dir", help="where MNIST/Fashion-MNIST IDX files live")
+    bench.add_argument("--n-bits", type=int, help="quantize to 2**N levels, 1 = binarize "
+                       "(default: the dataset's own levels)")
+    bench.add_argument("--minutes", type=float, default=8.0, help="training time")
+    bench.add_argument("--batch-size", type=int, default=64, help="images per optimizer step")
+    bench.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    bench.add_argument("--test-images", type=int, default=2000, help="test images scored at the end")
+    bench.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                       help="a model option (repeatable; see 'densitylab list MODEL')")
+    bench.add_argument("--lr", type=float, help="peak learning rate (default: the model's)")
     bench.add_argument("--sample-count", type=int, default=64, help="images to sample (0: skip)")
     bench.add_argument("--out", default=None, help="run directory (default: a temporary one)")
     return parser
 
 
+def _format_default(value: Any) -> str:
+    return "None" if value is None else json.dumps(value) if isinstance(value, list) else str(value)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    from densitylab.data import DATASETS
-    from densitylab.models.base import available_models
+    from densitylab import catalog
 
-    print("models:")
-    for name, info in sorted(available_models().items()):
-        print(f"  {name:<16} [{info.family}] {info.description}")
+    if args.model:
+        return _list_model(args.model)
+    models = catalog.models()
+    print("models:  (options of one: densitylab list MODEL)")
+    for name, entry in models.items():
+        print(f"  {name:<16} [{entry.family}] {entry.description}")
     print("datasets:")
-    for name, info in DATASETS.items():
-        print(f"  {name:<16} {info.description}")
+    for name, description in catalog.datasets().items():
+        print(f"  {name:<16} {description}")
     print(f"  {'PATH':<16} your own .npy/.npz of uint8 images or a folder of PNG images")
-    from densitylab.experiments import EXPERIMENTS, experiment_names
-
     print("experiments:")
-    for name in experiment_names():
-        print(f"  {name:<16} {EXPERIMENTS[name].claim}")
+    for name, claim in catalog.experiments().items():
+        print(f"  {name:<16} {claim}")
+    return 0
+
+
+def _list_model(name: str) -> int:
+    from densitylab import catalog
+
+    entry = catalog.model(name)
+    if entry is None:
+        raise DensitylabError(f"unknown model {name!r}; choose one of "
+                              f"{', '.join(catalog.models())} (see 'densitylab list')")
+    print(f"{entry.name} [{entry.family}]: {entry.description}")
+    if entry.default_lr is not None:
+        print(f"default learning rate: {entry.default_lr:g} (--lr)")
+    print("options (--model-opt KEY=VALUE):")
+    rows = [(o.name, o.type, _format_default(o.default), o.help) for o in entry.options]
+    widths = [max(len(r[k]) for r in rows) for k in range(3)] if rows else [0, 0, 0]
+    for row in rows:
+        print("  " + "  ".join(row[k].ljust(widths[k]) for k in range(3)) + "  " + row[3])
     return 0
 
 
@@ -192,6 +289,9 @@ def _train(args: argparse.Namespace) -> int:
     from densitylab.train.trainer import Trainer, resume_config
 
     flags = {k: getattr(args, k) for k in _TRAIN_FLAGS}
+    clear_budget = str(args.time_budget).strip().lower() == "none"
+    if clear_budget:
+        flags["time_budget"] = None
     shortcuts = {"head": args.head} if args.head else {}
     if args.coords:
         shortcuts["coords"] = True
@@ -201,7 +301,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.model or args.config or args.model_opt or args.out or shortcuts:
             raise DensitylabError("--resume RUN_DIR takes the run's own config; drop MODEL, "
                                   "--config, --model-opt, --head, --coords, --dequantization and --out")
-        config = resume_config(args.resume, flags)
+        config = resume_config(args.resume, flags, clear_budget)
         trainer = Trainer(config, args.resume, resume=True, progress=not args.no_progress)
         run_dir = Path(args.resume)
     else:
@@ -213,6 +313,8 @@ def _train(args: argparse.Namespace) -> int:
         elif not args.config:
             raise DensitylabError("name a model (densitylab train pixelcnn ...) or pass --config")
         values.update({k: v for k, v in flags.items() if v is not None})
+        if clear_budget:
+            values["time_budget"] = None
         values["model_config"] = (
             dict(values.get("model_config") or {}) | shortcuts | parse_model_options(args.model_opt)
         )
@@ -270,7 +372,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         labels = context[: len(images)]
     else:
         labels = None
-    bpd = bits_per_dim(model, images, args.batch_size, args.seed, args.iw, labels)
+    exact = model.family != "flow" or data.continuous
+    if exact and args.iw > 1:
+        what = "density of continuous data" if data.continuous else "log-likelihood"
+        print(f"densitylab: --iw {args.iw} has nothing to do: {header['model']}'s {what} is exact "
+              "(no dequantization bound to tighten)", file=sys.stderr)
+    bpd = bits_per_dim(model, images, args.batch_size, args.seed, 1 if exact else args.iw, labels)
     kind = "exact" if model.family != "flow" else (
         "exact density" if data.continuous
         else f"importance-weighted, {args.iw} dequantization samples" if args.iw > 1
@@ -287,6 +394,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from densitylab.train import rundir
     from densitylab.train.checkpoint import model_from_checkpoint
+    from densitylab.train.progress import is_terminal
     from densitylab.train.trainer import resolve_device
     from densitylab.viz.grid import save_grid
 
@@ -303,23 +411,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model.double()
     generator = torch.Generator().manual_seed(args.seed)
     n_classes = getattr(model, "n_classes", 0)
-    labels, nrow = None, None
+    labels, nrow, row_labels = None, None, None
     if args.label is not None:
         if not n_classes:
             raise DensitylabError("--label needs a class-conditional model (train with --conditional)")
         if not 0 <= args.label < n_classes:
             raise DensitylabError(f"--label must lie in 0..{n_classes - 1}")
         labels = torch.full((args.n,), args.label, dtype=torch.long)
+        nrow = max(1, math.ceil(math.sqrt(args.n)))
+        row_labels = [f"class {args.label}"] * math.ceil(args.n / nrow)
     elif n_classes:  # one row per class
         nrow = -(-args.n // n_classes)
         labels = torch.arange(n_classes).repeat_interleave(nrow)
+        row_labels = [f"class {k}" for k in range(n_classes)]
     if model.conditional and not n_classes:  # a flow of p(x | context)
         labels = _context_row(args.context, model.context_features)
     elif args.context is not None:
         raise DensitylabError("--context applies to conditional flows (trained with --context-columns)")
     options = {}
     if getattr(model, "family", None) == "autoregressive":
-        options = {"method": args.method, "progress": not args.no_progress}
+        options = {"method": args.method, "progress": not args.no_progress and is_terminal(sys.stderr)}
     elif args.method is not None:
         raise DensitylabError(f"--method applies to autoregressive models; {model.registry_name!r} "
                               "samples in one pass")
@@ -330,7 +441,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         save_points_plot(output, samples, f"{len(samples)} samples", model.levels)
     else:
-        save_grid(output, samples, model.levels, nrow=nrow)
+        save_grid(output, samples, model.levels, nrow=nrow, row_labels=row_labels)
     print(f"wrote {len(samples)} samples to {output}")
     return 0
 
@@ -378,7 +489,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from densitylab.report import render_report
 
     count = render_report([Path(d) for d in args.dirs], Path(args.output))
-    print(f"wrote {args.output} ({count} experiments)")
+    print(f"wrote {args.output} ({count} experiments and training runs)")
     return 0
 
 

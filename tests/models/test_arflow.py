@@ -1,4 +1,4 @@
-"""The autoregressive CDF flow ``arflow``: flow oracles of DESIGN.md section 3.
+"""The autoregressive CDF flow ``arflow``: flow oracles of docs/design.md, section 6.
 
 Tolerances (float64): ``inverse(forward(x))`` within 1e-8 (bisection to 1e-10 per dimension),
 log-dets within 1e-6 of the autograd Jacobian, the 2D density integrates to 1 within 1e-2

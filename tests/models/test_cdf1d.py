@@ -1,4 +1,4 @@
-"""The mixture-CDF transform and the ``cdf1d`` model: flow oracles of DESIGN.md section 3.
+"""The mixture-CDF transform and the ``cdf1d`` model: flow oracles of docs/design.md, section 6.
 
 Tolerances (float64): ``inverse(forward(x))`` within 1e-8 (bisection to 1e-10), log-dets within
 1e-6 of the autograd Jacobian, densities integrate to 1 within 1e-3 (trapezoid on a fine grid).

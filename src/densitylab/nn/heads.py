@@ -41,7 +41,7 @@ class SoftmaxHead(nn.Module):
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``params (B, C, K, H, W)``, ``x (B, C, H, W)`` -> ``(B,)``.
 
-        The softmax runs over a contiguous last axis (``(B, H, W, C, K)``), which is several times
+        The softmax runs over a contiguous last axis (``(B, H, W, C, K)``), which is much
         faster on a CPU than reducing over the strided ``K`` axis.
         """
         params = params.to(torch.promote_types(params.dtype, torch.float32))

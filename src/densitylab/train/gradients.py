@@ -13,7 +13,7 @@ def clip_gradient_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float
 
     The same result as ``torch.nn.utils.clip_grad_norm_``, which multiplies every gradient by
     ``min(1, max_norm / norm)`` even when that factor is 1: one extra pass over all gradients
-    each step (about 3 ms of a MAF's 60-ms CPU step). On a CPU, where reading the norm costs no
+    each step, a noticeable share of a small model's CPU step. On a CPU, where reading the norm costs no
     device sync, the gradients are rescaled only when the norm exceeds ``max_norm``; on other
     devices this defers to torch's function."""
     parameters = [p for p in parameters if p.grad is not None]

@@ -3,7 +3,7 @@
 ``--precision bf16|fp16`` runs the training loss under ``torch.autocast`` on the run's device, so
 convolutions and matrix products (the networks) use the low-precision type. A density model then
 *sums* those outputs into log-likelihoods: log-determinants of flows, log-softmax normalizers and
-per-image sums over thousands of dimensions. Those must accumulate in fp32 (DESIGN.md section 5):
+per-image sums over thousands of dimensions. Those must accumulate in fp32 (docs/design.md, section 4):
 a log-likelihood of -1000 nats held in bf16 is only known to within 4 nats.
 
 CUDA's autocast already runs sums, ``log_softmax``, ``exp``, ``log`` and friends in fp32, the CPU's

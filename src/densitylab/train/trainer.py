@@ -51,9 +51,12 @@ from densitylab.train.rundir import (
     SAMPLES_FILE,
     TENSORBOARD_DIR,
 )
+from densitylab.train.progress import Progress
 from densitylab.train.validation import check_resumable
 from densitylab.viz.grid import save_grid
 
+WARMUP_FRACTION = 0.05  # the warm-up never takes more than this share of a run
+LOG_SECONDS = 10.0  # off a terminal: one progress line per log_every steps, at most this often
 NOISE_SEED_STRIDE = 1_000_003  # rank r's noise generator: seed + 1 + r * stride
 
 
@@ -163,6 +166,29 @@ class Trainer:
         if resume:
             self._log({"step": self.state.step, "event": "resume"})
 
+    def _check_budget_left(self) -> None:
+        """A resumed run whose budget is spent: refuse if it finished, else say it only finishes."""
+        if not self.done():
+            return
+        spent = f"step {self.state.step}, {self.state.train_seconds:.1f} s of training"
+        if (self.run_dir / RESULTS_FILE).is_file():
+            raise DensitylabError(
+                f"{self.run_dir} has spent its budget ({spent}) and is finished; to train on, give "
+                "a larger --time-budget or --epochs")
+        self._notice(f"the budget is already spent ({spent}); only evaluating and sampling")
+
+    def _record_budget_change(self) -> None:
+        """Save the (possibly extended) budget in config.yaml, saying what changed."""
+        path = self.run_dir / CONFIG_FILE
+        saved = RunConfig.load(path) if path.is_file() else None
+        for key, flag in (("epochs", "--epochs"), ("time_budget", "--time-budget")):
+            before, after = getattr(saved, key, None), getattr(self.config, key)
+            if saved is not None and before != after:
+                print(f"densitylab: {flag} changes from {before if before is not None else 'none'} "
+                      f"to {after if after is not None else 'none'}; saved in {path}",
+                      file=sys.stderr, flush=True)
+        self.config.save(path)
+
     def _class_count(self) -> int:
         """Number of classes of a labelled dataset (``--conditional``), checked against the model."""
         from densitylab.models.base import available_models
@@ -221,9 +247,10 @@ class Trainer:
         main = distributed.is_main()
         if resume:
             self._restore(self.run_dir / CHECKPOINT_FILE, truncate_metrics=True)
+            self._check_budget_left()
             if main:
                 self._clear(FINAL_FILES)  # rewritten by finish(); stale ones would mislead
-                self.config.save(self.run_dir / CONFIG_FILE)  # a budget extension is now on record
+                self._record_budget_change()  # a budget change is now on record, and said
         elif main:
             self._clear(RUN_FILES if force else ())
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -335,12 +362,18 @@ class Trainer:
 
     # ----- the loop ------------------------------------------------------------------------
     def learning_rate(self) -> float:
+        """Linear warm-up to ``lr``, then (``schedule: cosine``) a cosine decay to 2% of it.
+
+        The warm-up lasts ``warmup_steps`` steps but never more than :data:`WARMUP_FRACTION` of the
+        run (of its steps, or of its time budget), so that a short run reaches its peak rate; the
+        decay runs over the rest of the run."""
         cfg, state = self.config, self.state
-        warmup = min(1.0, (state.step + 1) / max(cfg.warmup_steps, 1))
+        progress = self.progress_fraction()
+        warmup = min(1.0, max((state.step + 1) / max(cfg.warmup_steps, 1), progress / WARMUP_FRACTION))
         decay = 1.0
         if cfg.schedule == "cosine":
-            progress = self.progress_fraction()
-            decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            after = max(0.0, progress - WARMUP_FRACTION) / (1 - WARMUP_FRACTION)
+            decay = 0.5 * (1 + math.cos(math.pi * min(after, 1.0)))
         return cfg.lr * state.lr_scale * warmup * max(decay, 0.02)
 
     def progress_fraction(self) -> float:
@@ -456,8 +489,6 @@ class Trainer:
 
     def train_loop(self) -> None:
         """Optimizer steps until the budget (epochs and/or time) is spent; checkpoints included."""
-        from tqdm import tqdm
-
         cfg, state = self.config, self.state
         if self._needs_data_init:
             standardize = getattr(self.model, "standardize", None)
@@ -468,9 +499,8 @@ class Trainer:
             self.save_checkpoint()  # step 0: a kill or an early divergence can always go back here
             self._needs_data_init = False
         self.model.train()
-        bar = tqdm(total=self.total_steps, initial=state.step, unit="step", dynamic_ncols=True,
-                   disable=not (self.progress and distributed.is_main()), mininterval=1.0,
-                   file=sys.stderr)
+        bar = Progress(self.total_steps, self.budget_seconds, state.step, state.train_seconds,
+                       enabled=self.progress and distributed.is_main(), min_seconds=LOG_SECONDS)
         bad_in_row, window_images, window_start = 0, 0, time.perf_counter()
         loss_sum, loss_count = 0.0, 0
         while not self.done():
@@ -488,7 +518,7 @@ class Trainer:
             state.step += 1
             window_images += cfg.batch_size
             loss_sum, loss_count = loss_sum + loss, loss_count + 1
-            bar.update(1)
+            bar.advance(state.step, state.train_seconds)
             if state.step % cfg.log_every == 0:
                 elapsed = time.perf_counter() - window_start
                 speed = window_images / max(elapsed, 1e-9)
@@ -498,11 +528,9 @@ class Trainer:
                           "train_seconds": state.train_seconds,
                           **self.model.step_metrics()}
                 self._log(record)
-                postfix = {self.unit: f"{record[f'train_{self.unit}']:.3f}", "img/s": f"{speed:.0f}"}
-                if self.budget_seconds and not self.total_steps:
-                    left = max(0.0, self.budget_seconds - state.train_seconds)
-                    bar.total = state.step + int(left / max(state.train_seconds, 1e-9) * state.step)
-                bar.set_postfix(postfix, refresh=False)
+                bar.report(state.step, state.train_seconds,
+                           {f"train {self.unit}": f"{record[f'train_{self.unit}']:.3f}",
+                            "lr": f"{record['lr']:.2g}", "img/s": f"{speed:.0f}"})
                 window_images, window_start = 0, time.perf_counter()
                 loss_sum, loss_count = 0.0, 0
             if state.step % cfg.eval_every == 0:
@@ -510,18 +538,23 @@ class Trainer:
                 self._log({"step": state.step, f"test_{self.unit}": test_bpd})
                 unit = "nats/dim" if self.data.continuous else "bits/dim"
                 if distributed.is_main():
-                    bar.write(f"step {state.step}: test {unit} {test_bpd:.4f} "
-                              f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
+                    bar.line(f"step {state.step}: test {unit} {test_bpd:.4f} "
+                             f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
             if state.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
-        if self.budget_seconds and not self.total_steps:
-            bar.total = bar.n  # the estimate becomes the count: the bar ends at 100%
-            bar.refresh()
-        bar.close()
+        bar.close(state.step, state.train_seconds)
         self.save_checkpoint()
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate on the whole test split; rank 0 writes the model, samples and results."""
+        """Evaluate on the whole test split; rank 0 writes the model, samples and results.
+
+        This comes after the budget (it is not training), so the run says how long it takes."""
+        started = time.perf_counter()
+        samples = self.config.sample_count if len(self.data.shape) == 3 else max(
+            self.config.sample_count, 2000) if self.config.sample_count else 0
+        self._notice(f"training done ({self.state.step} steps, {self.state.train_seconds:.1f} s of "
+                     f"training); now, outside the budget: scoring all {len(self.data.test):,} test "
+                     f"images{f' and drawing {samples} samples' if samples else ''}")
         test_bpd = self.evaluate()
         self._log({"step": self.state.step, f"test_{self.unit}_full": test_bpd})
         self.model.eval()
@@ -545,12 +578,19 @@ class Trainer:
             "bound": "exact density" if self.data.continuous
             else "dequantization (one sample per image)" if self.model.family == "flow" else "exact",
             "samples": SAMPLES_FILE,
+            "finish_seconds": time.perf_counter() - started,  # evaluation + sampling, after the budget
         }
         if distributed.is_main():
             atomic_write_json(self.run_dir / RESULTS_FILE, results)
+        self._notice(f"evaluation and sampling took {results['finish_seconds']:.1f} s")
         if self.writer is not None:
             self.writer.close()
         return results
+
+    def _notice(self, message: str) -> None:
+        """A line for the person watching (rank 0, and only when progress is shown)."""
+        if self.progress and distributed.is_main():
+            print(f"densitylab: {message}", file=sys.stderr, flush=True)
 
     def _save_samples(self) -> None:
         """``samples.png`` with ``sample_count`` samples (none when it is 0)."""
@@ -572,15 +612,16 @@ class Trainer:
             per_class = max(1, self.config.sample_count // self.n_classes)
             labels = torch.arange(self.n_classes, device=self.device).repeat_interleave(per_class)
             samples = self.model.sample(len(labels), labels, generator=generator)
-            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels, nrow=per_class)
+            save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels, nrow=per_class,
+                      row_labels=[f"class {k}" for k in range(self.n_classes)])
         else:
             samples = self.model.sample(self.config.sample_count, generator=generator)
             save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels)
 
 
-def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
-    """The saved config of ``run_dir``; only the budget (epochs, time) may be extended, and how
-    the run runs (threads, device, precision, compile) changed."""
+def resume_config(run_dir: str | Path, overrides: dict[str, Any], clear_budget: bool = False) -> RunConfig:
+    """The saved config of ``run_dir``; only the budget (epochs, time) may be changed, and how
+    the run runs (threads, device, precision, compile). ``clear_budget`` drops the time budget."""
     if not (Path(run_dir) / CONFIG_FILE).is_file():
         raise DensitylabError(
             f"{run_dir} holds no run to resume (no {CONFIG_FILE}); start one with "
@@ -597,5 +638,6 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
+    if clear_budget:
+        config.time_budget = None
     return config.validate()
-
