@@ -22,6 +22,7 @@ from densitylab.errors import DensitylabError
 from densitylab.models.base import DensityModel
 from densitylab.train.rundir import CONFIG_FILE
 
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> DensityModel:
     """The model of a run directory (or of one checkpoint file), in eval mode.
 

@@ -268,7 +268,8 @@ def _list_model(name: str) -> int:
     return 0
 
 
-_TRAIN_FLAGS = ("data", "data_dir", "context_columns", "n_bits", "conditional", "epochs", "time_budget", "batch_size", "lr",
+_TRAIN_FLAGS = ("data", "data_dir", "context_columns", "n_bits", "conditional", "epochs", "time_budget",
+                "batch_size", "lr",
                 "device", "precision", "compile", "seed", "threads", "eval_every", "checkpoint_every",
                 "sample_count")
 

@@ -23,7 +23,8 @@ learning rate than its default, with 20 warm-up steps (see :data:`MODELS`).
 Measured, per (toy, model): the test nats/dim (the exact density of the 5,000 test points), the
 learned density ``exp(log p)`` on a grid (and its mass there, which should be close to 1), the
 test points pushed to the latent space with the flow's data -> noise transform
-(the flow itself, ``flow(y) -> (z, logabsdet)``), and samples. The latent's closeness to ``N(0, I)`` is measured by two
+(the flow itself, ``flow(y) -> (z, logabsdet)``), and samples. The latent's closeness to
+``N(0, I)`` is measured by two
 Kolmogorov-Smirnov distances: of the radius ``|z|`` against the chi distribution with 2 degrees
 of freedom (CDF ``1 - exp(-r^2/2)``), and the largest over 16 directions ``u`` of that of the
 projection ``u.z`` against ``N(0, 1)``; the larger of the two is the latent's Gaussianity gap.

@@ -40,6 +40,7 @@ from densitylab.train import distributed, rundir
 from densitylab.train.files import NoSpaceError, atomic_write_json, atomic_write_text, no_space
 from densitylab.train.gradients import clip_gradient_norm
 from densitylab.train.precision import TrainingLoss, autocast_dtype
+from densitylab.train.progress import Progress
 from densitylab.train.rundir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -51,7 +52,6 @@ from densitylab.train.rundir import (
     SAMPLES_FILE,
     TENSORBOARD_DIR,
 )
-from densitylab.train.progress import Progress
 from densitylab.train.validation import check_resumable
 from densitylab.viz.grid import save_grid
 

@@ -265,7 +265,8 @@ class MADE(AutoregressiveImageModel):
         method: str | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Images of shape ``(*sample_shape, C, H, W)`` drawn sub-pixel by sub-pixel. ``method``: ``"cached"`` (default) computes
+        """Images of shape ``(*sample_shape, C, H, W)`` drawn sub-pixel by sub-pixel.
+        ``method``: ``"cached"`` (default) computes
         each hidden unit once, at the step where its last input arrives (:class:`MADECache`);
         ``"naive"`` runs the hidden layers once per sub-pixel, and only that sub-pixel's output
         rows (:class:`MADEPass`). Both draw the same values from the same uniform numbers.

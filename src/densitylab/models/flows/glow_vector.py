@@ -28,6 +28,7 @@ from densitylab.models.base import register_model
 from densitylab.models.flows.coupling import GlowCoupling
 from densitylab.models.flows.flow import Flow
 from densitylab.models.flows.invconv import InvConv1x1
+from densitylab.models.flows.realnvp_vector import check_vector_dim, vector_flow
 from densitylab.models.flows.transforms import (
     DEFAULT_LOGIT_ALPHA,
     ActNorm,
@@ -35,7 +36,6 @@ from densitylab.models.flows.transforms import (
     CompositeTransform,
     Transform,
 )
-from densitylab.models.flows.realnvp_vector import check_vector_dim, vector_flow
 
 
 @dataclass
