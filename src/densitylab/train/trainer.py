@@ -171,11 +171,20 @@ class Trainer:
         if not self.done():
             return
         spent = f"step {self.state.step}, {self.state.train_seconds:.1f} s of training"
-        if (self.run_dir / RESULTS_FILE).is_file():
+        if (self.run_dir / RESULTS_FILE).is_file() and self._final_model_intact():
             raise DensitylabError(
                 f"{self.run_dir} has spent its budget ({spent}) and is finished; to train on, give "
                 "a larger --time-budget or --epochs")
         self._notice(f"the budget is already spent ({spent}); only evaluating and sampling")
+
+    def _final_model_intact(self) -> bool:
+        """Whether the finished run's model file is there and passes its checksums (a damaged
+        one is written again by finishing the run once more)."""
+        try:
+            ckpt.read_checkpoint(self.run_dir / MODEL_FILE)
+        except DensitylabError:
+            return False
+        return True
 
     def _record_budget_change(self) -> None:
         """Save the (possibly extended) budget in config.yaml, saying what changed."""
@@ -491,59 +500,65 @@ class Trainer:
         """Optimizer steps until the budget (epochs and/or time) is spent; checkpoints included."""
         cfg, state = self.config, self.state
         if self._needs_data_init:
-            standardize = getattr(self.model, "standardize", None)
-            if self.data.standardize and standardize is not None:
-                standardize.fit(self.train_images)  # the whole train split
-            self.model.initialize(self.train_images[:4096])
-            distributed.broadcast_module(self.model)  # every rank starts from rank 0's numbers
-            self.save_checkpoint()  # step 0: a kill or an early divergence can always go back here
-            self._needs_data_init = False
+            self._initialize_model()
         self.model.train()
         bar = Progress(self.total_steps, self.budget_seconds, state.step, state.train_seconds,
                        enabled=self.progress and distributed.is_main(), min_seconds=LOG_SECONDS)
-        bad_in_row, window_images, window_start = 0, 0, time.perf_counter()
-        loss_sum, loss_count = 0.0, 0
+        window, bad_in_row = _Window(), 0
         while not self.done():
             started = time.perf_counter()
             loss = self.train_step(*self.next_batch())
             state.train_seconds += distributed.agree_max(time.perf_counter() - started)
-            if loss is None:
-                state.skipped_steps += 1
-                bad_in_row += 1
+            if loss is None:  # skipped; after max_bad_steps in a row, back to the last checkpoint
+                state.skipped_steps, bad_in_row = state.skipped_steps + 1, bad_in_row + 1
                 if bad_in_row >= cfg.max_bad_steps:
                     self._recover(bad_in_row)
                     bad_in_row = 0
                 continue
-            bad_in_row = 0
-            state.step += 1
-            window_images += cfg.batch_size
-            loss_sum, loss_count = loss_sum + loss, loss_count + 1
+            state.step, bad_in_row = state.step + 1, 0
+            window.add(loss, cfg.batch_size)
             bar.advance(state.step, state.train_seconds)
             if state.step % cfg.log_every == 0:
-                elapsed = time.perf_counter() - window_start
-                speed = window_images / max(elapsed, 1e-9)
-                record = {"step": state.step, "epoch": state.epoch,
-                          f"train_{self.unit}": loss_sum / loss_count,
-                          "lr": self.learning_rate(), "images_per_s": speed,
-                          "train_seconds": state.train_seconds,
-                          **self.model.step_metrics()}
-                self._log(record)
-                bar.report(state.step, state.train_seconds,
-                           {f"train {self.unit}": f"{record[f'train_{self.unit}']:.3f}",
-                            "lr": f"{record['lr']:.2g}", "img/s": f"{speed:.0f}"})
-                window_images, window_start = 0, time.perf_counter()
-                loss_sum, loss_count = 0.0, 0
+                self._log_window(window, bar)
             if state.step % cfg.eval_every == 0:
-                test_bpd = self.evaluate(cfg.eval_images)
-                self._log({"step": state.step, f"test_{self.unit}": test_bpd})
-                unit = "nats/dim" if self.data.continuous else "bits/dim"
-                if distributed.is_main():
-                    bar.line(f"step {state.step}: test {unit} {test_bpd:.4f} "
-                             f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
+                self._evaluate_during_training(bar)
             if state.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close(state.step, state.train_seconds)
         self.save_checkpoint()
+
+    def _initialize_model(self) -> None:
+        """Before the first step: the data-dependent initialisation (and a table's
+        standardisation, fitted on the whole train split), then the step-0 checkpoint."""
+        standardize = getattr(self.model, "standardize", None)
+        if self.data.standardize and standardize is not None:
+            standardize.fit(self.train_images)
+        self.model.initialize(self.train_images[:4096])
+        distributed.broadcast_module(self.model)  # every rank starts from rank 0's numbers
+        self.save_checkpoint()  # step 0: a kill or an early divergence can always go back here
+        self._needs_data_init = False
+
+    def _log_window(self, window: _Window, bar: Progress) -> None:
+        """One metrics record (and progress line) for the steps since the last one."""
+        state, speed = self.state, window.images_per_second()
+        loss = window.mean_loss()
+        self._log({"step": state.step, "epoch": state.epoch, f"train_{self.unit}": loss,
+                   "lr": self.learning_rate(), "images_per_s": speed,
+                   "train_seconds": state.train_seconds, **self.model.step_metrics()})
+        bar.report(state.step, state.train_seconds,
+                   {f"train {self.unit}": f"{loss:.3f}", "lr": f"{self.learning_rate():.2g}",
+                    "img/s": f"{speed:.0f}"})
+        window.reset()
+
+    def _evaluate_during_training(self, bar: Progress) -> None:
+        """Test score on the first ``eval_images`` test examples, logged and shown."""
+        cfg, step = self.config, self.state.step
+        test_bpd = self.evaluate(cfg.eval_images)
+        self._log({"step": step, f"test_{self.unit}": test_bpd})
+        if distributed.is_main():
+            unit = "nats/dim" if self.data.continuous else "bits/dim"
+            bar.line(f"step {step}: test {unit} {test_bpd:.4f} "
+                     f"(first {min(cfg.eval_images, len(self.data.test))} test images)")
 
     def finish(self) -> dict[str, Any]:
         """Evaluate on the whole test split; rank 0 writes the model, samples and results.
@@ -617,6 +632,25 @@ class Trainer:
         else:
             samples = self.model.sample(self.config.sample_count, generator=generator)
             save_grid(self.run_dir / SAMPLES_FILE, samples, self.model.levels)
+
+
+class _Window:
+    """The losses and images of the training steps since the last log record."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum, self.steps, self.images, self.start = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, images: int) -> None:
+        self.loss_sum, self.steps, self.images = self.loss_sum + loss, self.steps + 1, self.images + images
+
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.steps, 1)
+
+    def images_per_second(self) -> float:
+        return self.images / max(time.perf_counter() - self.start, 1e-9)
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any], clear_budget: bool = False) -> RunConfig:
