@@ -11,6 +11,8 @@ import resource
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -193,10 +195,15 @@ def _run_unprivileged(args: list[str], closed: Path, home: Path):
     env = cli_env() | {"HOME": str(home), "DENSITYLAB_TEST_CLOSED": str(closed)}
     if os.geteuid() != 0:
         return run_cli(args, env=env)
-    try:
-        return run_cli(args, env=env, user=65534, group=65534)
+    nobody = {"user": 65534, "group": 65534}
+    try:  # can nobody import densitylab here (its interpreter and sources readable)?
+        usable = subprocess.run([sys.executable, "-c", "import densitylab.cli"], env=env,
+                                capture_output=True, timeout=120, **nobody).returncode == 0
     except PermissionError:
-        return run_cli(args, env=env, prelude=DENY_WRITES_UNDER)
+        usable = False
+    if usable:
+        return run_cli(args, env=env, **nobody)
+    return run_cli(args, env=env, prelude=DENY_WRITES_UNDER)
 
 
 @pytest.mark.parametrize("command", ["train", "sample"])
