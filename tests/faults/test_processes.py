@@ -70,7 +70,7 @@ def test_two_writers_at_once_the_second_is_refused(tmp_path):
         assert (run / LOCK_FILE).read_text().strip() == str(first.pid)
         config = (run / CONFIG_FILE).read_text()
         second = start_cli(["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--seed", "1",
-                            "--out", str(run), "--force", "--no-progress"])
+                            "--out", str(run), "--no-progress"])
         third = start_cli(["train", "--resume", str(run), "--no-progress"])
         for other in (second, third):
             out, err = other.communicate(timeout=120)
