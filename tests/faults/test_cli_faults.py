@@ -105,6 +105,11 @@ def _as_float64(tensors: dict, header: dict) -> None:
     tensors["optim.0.exp_avg"] = tensors["optim.0.exp_avg"].double()
 
 
+def _integer_weights(tensors: dict, header: dict) -> None:
+    key = next(k for k in tensors if k.startswith("model.") and tensors[k].is_floating_point())
+    tensors[key] = torch.zeros(tensors[key].shape, dtype=torch.int64)
+
+
 def _foreign_index(tensors: dict, header: dict) -> None:
     tensors["optim.999.exp_avg"] = tensors["optim.0.exp_avg"].clone()
 
@@ -227,6 +232,8 @@ CASES = [
          fragments=("tensor model.", "has shape (", "the model expects shape (")),
     Case("model-shape-eval", EVAL, setup(_tensor_edit(_widen("model."), MODEL_FILE)),
          fragments=(MODEL_FILE, "tensor model.", "the model expects shape (")),
+    Case("model-integer-weights-eval", EVAL, setup(_tensor_edit(_integer_weights, MODEL_FILE)),
+         fragments=("dtype int64", "the model expects shape")),
     Case("model-missing-tensor-sample", SAMPLE, setup(_tensor_edit(_drop("model.out"), MODEL_FILE)),
          fragments=(MODEL_FILE, "lacks tensor model.out")),
     Case("model-surplus-tensor-eval", EVAL, setup(_tensor_edit(_extra_tensor, MODEL_FILE)),

@@ -11,6 +11,8 @@ import resource
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +70,7 @@ def test_two_writers_at_once_the_second_is_refused(tmp_path):
         assert (run / LOCK_FILE).read_text().strip() == str(first.pid)
         config = (run / CONFIG_FILE).read_text()
         second = start_cli(["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--seed", "1",
-                            "--out", str(run), "--force", "--no-progress"])
+                            "--out", str(run), "--no-progress"])
         third = start_cli(["train", "--resume", str(run), "--no-progress"])
         for other in (second, third):
             out, err = other.communicate(timeout=120)
@@ -193,10 +195,15 @@ def _run_unprivileged(args: list[str], closed: Path, home: Path):
     env = cli_env() | {"HOME": str(home), "DENSITYLAB_TEST_CLOSED": str(closed)}
     if os.geteuid() != 0:
         return run_cli(args, env=env)
-    try:
-        return run_cli(args, env=env, user=65534, group=65534)
+    nobody = {"user": 65534, "group": 65534}
+    try:  # can nobody import densitylab here (its interpreter and sources readable)?
+        usable = subprocess.run([sys.executable, "-c", "import densitylab.cli"], env=env,
+                                capture_output=True, timeout=120, **nobody).returncode == 0
     except PermissionError:
-        return run_cli(args, env=env, prelude=DENY_WRITES_UNDER)
+        usable = False
+    if usable:
+        return run_cli(args, env=env, **nobody)
+    return run_cli(args, env=env, prelude=DENY_WRITES_UNDER)
 
 
 @pytest.mark.parametrize("command", ["train", "sample"])

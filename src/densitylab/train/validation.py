@@ -23,8 +23,17 @@ def _describe(tensor: torch.Tensor) -> str:
     return f"shape {_shape(tensor)} and dtype {str(tensor.dtype).removeprefix('torch.')}"
 
 
+def _kind(tensor: torch.Tensor) -> str:
+    """Floating weights load into any floating precision (as ``load_state_dict`` casts them);
+    integers and booleans only into their own kind."""
+    if tensor.dtype.is_floating_point:
+        return "floating"
+    return "complex" if tensor.dtype.is_complex else str(tensor.dtype)
+
+
 def check_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path | str) -> None:
-    """Every ``model.*`` tensor of the file present, with the model's shape and dtype, and no other."""
+    """Every ``model.*`` tensor of the file present, with the model's shape and kind of dtype, and
+    no other."""
     expected = model.state_dict()
     saved = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     missing = [name for name in expected if name not in saved]
@@ -38,7 +47,7 @@ def check_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]
                               "it was written by another model or version: retrain")
     for name, want in expected.items():
         got = saved[name]
-        if got.shape != want.shape or got.dtype != want.dtype:
+        if got.shape != want.shape or _kind(got) != _kind(want):
             raise DensitylabError(f"{path}: tensor model.{name} has {_describe(got)}, the model expects "
                                   f"{_describe(want)}; the file does not fit this model")
 
