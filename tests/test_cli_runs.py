@@ -63,7 +63,8 @@ def test_resume_of_a_run_killed_after_its_budget_only_finishes(tmp_path, capsys)
 
 def test_eval_iw_on_an_exact_model_says_it_is_exact(tmp_path, capsys):
     assert _train(tmp_path, "--epochs", "0.1") == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out  # the time after the budget is reported even without progress
+    assert "s of training, then" in out and "s evaluating and sampling" in out
     assert main(["eval", str(tmp_path / "run"), "--iw", "4", "--max-images", "10"]) == 0
     captured = capsys.readouterr()
     assert "--iw 4 has nothing to do" in captured.err and "exact" in captured.err
