@@ -36,9 +36,10 @@ reproduce ``benchmarks/fixed_budget.py``):
   report (they do the same steps inside ``log_prob``; checked at start-up, see ``check_protocol``).
 - data-dependent init: densitylab's ``initialize_from_data(train[:512])``; for the peers one
   forward pass on the same 512 images (normflows' ActNorm initialises itself on its first pass).
-- training: Adam (fused) on the loss in bits/dim; learning rate warmed up linearly over 100 steps,
-  then cosine-decayed to 2% of its peak over the budget (the fraction of the budget spent in
-  optimizer steps); gradient norm clipped at 100; a step with a non-finite loss or gradient is
+- training: Adam (fused) on the loss in bits/dim; learning rate warmed up linearly over 100 steps
+  or 5% of the budget, whichever ends first, then cosine-decayed to 2% of its peak over the rest of
+  the budget (the fraction of the budget spent in optimizer steps), as densitylab's Trainer does;
+  gradient norm clipped at 100; a step with a non-finite loss or gradient is
   skipped (100 in a row end the entry). Default learning rates: 2e-3 for the MAFs (densitylab's MAF
   default, given to every MAF), 3e-3 for densitylab's Glow and RealNVP (their defaults), 1e-3 for
   normflows' Glow (its example's, with Adamax there). The budget (``--minutes``, 8) counts only the
@@ -78,6 +79,7 @@ LEVELS = 256
 DIM = math.prod(SHAPE)
 SEED = 0
 WARMUP_STEPS = 100
+WARMUP_FRACTION = 0.05  # the warm-up never takes more of the budget (densitylab.train.trainer's rule)
 MIN_LR_FRACTION = 0.02
 GRAD_CLIP = 100.0
 MAX_BAD_IN_ROW = 100
@@ -242,8 +244,9 @@ class BatchOrder:
 
 
 def learning_rate(peak: float, step: int, progress: float) -> float:
-    warmup = min(1.0, (step + 1) / WARMUP_STEPS)
-    decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    warmup = min(1.0, max((step + 1) / WARMUP_STEPS, progress / WARMUP_FRACTION))
+    after = max(0.0, progress - WARMUP_FRACTION) / (1 - WARMUP_FRACTION)
+    decay = 0.5 * (1 + math.cos(math.pi * min(after, 1.0)))
     return peak * warmup * max(decay, MIN_LR_FRACTION)
 
 

@@ -1,4 +1,5 @@
-"""Render JSON lines of benchmarks/fixed_budget.py as a Markdown table (for the README).
+"""Render JSON lines of benchmarks/fixed_budget.py as a Markdown table, a quick look at new results
+(docs/benchmarks.md is generated from benchmarks/results/ by scripts/gen_docs.py):
 
     python benchmarks/fixed_budget.py > results.jsonl && python benchmarks/to_markdown.py results.jsonl
 """

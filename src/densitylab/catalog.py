@@ -31,6 +31,8 @@ OPTION_HELP: dict[str, str] = {
     "atol": "absolute tolerance of the ODE solver",
     "bins": "spline bins per dimension (transform=spline)",
     "cell": "recurrent cell: lstm or gru",
+    "context_features": "> 0: a conditional flow p(x | context) with this many context values "
+                        "(set by --context-columns)",
     "conv_layers": "hidden 3x3 convolutions of the ODE network on images",
     "coords": "feed each step the (row, column) of the predicted pixel",
     "couplings": "number of coupling layers",

@@ -329,8 +329,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     unit = results["unit"]
     value = results["test_nats_per_dim" if unit == "nats/dim" else "test_bits_per_dim"]
-    print(f"{results['model']} on {results['data']}: test {unit} {value:.4f}"
-          f" ({results['bound']}); run in {run_dir}")
+    print(f"{results['model']} on {results['data']}: test {unit} {value:.4f} ({results['bound']}); "
+          f"{results['steps']} steps in {results['train_seconds']:.1f} s of training, then "
+          f"{results['finish_seconds']:.1f} s evaluating and sampling; run in {run_dir}")
     return 0
 
 

@@ -167,24 +167,14 @@ class Trainer:
             self._log({"step": self.state.step, "event": "resume"})
 
     def _check_budget_left(self) -> None:
-        """A resumed run whose budget is spent: refuse if it finished, else say it only finishes."""
-        if not self.done():
+        """A resumed run whose budget is spent says so: it only evaluates and samples again (which
+        also rewrites a damaged model.safetensors from the checkpoint)."""
+        if not self.done() or not distributed.is_main():
             return
-        spent = f"step {self.state.step}, {self.state.train_seconds:.1f} s of training"
-        if (self.run_dir / RESULTS_FILE).is_file() and self._final_model_intact():
-            raise DensitylabError(
-                f"{self.run_dir} has spent its budget ({spent}) and is finished; to train on, give "
-                "a larger --time-budget or --epochs")
-        self._notice(f"the budget is already spent ({spent}); only evaluating and sampling")
-
-    def _final_model_intact(self) -> bool:
-        """Whether the finished run's model file is there and passes its checksums (a damaged
-        one is written again by finishing the run once more)."""
-        try:
-            ckpt.read_checkpoint(self.run_dir / MODEL_FILE)
-        except DensitylabError:
-            return False
-        return True
+        print(f"densitylab: the budget of {self.run_dir} is already spent (step {self.state.step}, "
+              f"{self.state.train_seconds:.1f} s of training): nothing to train, only evaluating and "
+              "sampling again; to train on, give a larger --time-budget or --epochs",
+              file=sys.stderr, flush=True)
 
     def _record_budget_change(self) -> None:
         """Save the (possibly extended) budget in config.yaml, saying what changed."""
