@@ -278,6 +278,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from densitylab.models.flows.autoregressive import set_method
     from densitylab.train.checkpoint import model_from_checkpoint
     from densitylab.train.trainer import resolve_device
     from densitylab.viz.grid import save_grid
@@ -305,9 +306,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options = {}
     if getattr(model, "family", None) == "autoregressive":
         options = {"method": args.method, "progress": not args.no_progress}
-    elif args.method is not None:
-        raise DensitylabError(f"--method applies to autoregressive models; {model.registry_name!r} "
-                              "samples in one pass")
+    elif args.method is not None and not set_method(model, args.method):
+        raise DensitylabError(f"--method applies to autoregressive models, MAF and IAF; "
+                              f"{model.registry_name!r} samples in one pass")
     samples = model.sample(len(labels) if labels is not None else args.n, labels,
                            temperature=args.temperature, generator=generator, **options)
     output = Path(args.output) if args.output else Path(args.run_dir) / "grid.png"
