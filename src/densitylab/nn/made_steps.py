@@ -93,7 +93,8 @@ class MaskedMLPSteps:
         return plan
 
     def step(self, t: int) -> torch.Tensor:
-        """The ``(B, P)`` outputs of position ``t``; computes the units that became ready."""
+        """The ``(P, B)`` outputs of position ``t`` (a new tensor); computes the units that became
+        ready."""
         for column, weight, source, target in self.plan[t]:
             torch.addmm(column, weight, source, out=target)
             if self.silu:
@@ -101,4 +102,4 @@ class MaskedMLPSteps:
             else:
                 target.relu_()
         column, weight, source = self.outputs[t]
-        return torch.addmm(column, weight, source).t()
+        return torch.addmm(column, weight, source)

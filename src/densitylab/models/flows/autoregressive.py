@@ -202,9 +202,16 @@ class MaskedAutoregressiveTransform(Transform):
                       context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         steps = self.net.steps(z.shape[0], tensors, context)
         logdets = z.new_empty(self.dim, z.shape[0])
-        for t in range(self.dim):
-            x_t, logdets[t] = self.inverse_step(z[:, t : t + 1], steps.step(t)[:, None])
-            steps.inputs[t] = x_t[:, 0]
+        if self.kind == "spline":
+            for t in range(self.dim):
+                x_t, logdets[t] = self.inverse_step(z[:, t : t + 1], steps.step(t).t()[:, None])
+                steps.inputs[t] = x_t[:, 0]
+        else:  # inverse_step's affine map on the (P, B) outputs of one position, in place
+            columns, bound = z.t().contiguous(), self.scale_bound
+            for t in range(self.dim):
+                shift, raw = steps.step(t)
+                log_scale = torch.tanh(raw.div_(bound), out=logdets[t]).mul_(bound)
+                torch.addcmul(shift, columns[t], log_scale.exp(), out=steps.inputs[t])
         return steps.inputs.t().contiguous(), logdets.sum(0)
 
     # ----- the Transform protocol ----------------------------------------------------------------
