@@ -93,3 +93,34 @@ def test_output_scale_zero_starts_every_output_at_zero_whatever_the_context():
     net = MaskedMLP(DIM, [8], 2, context_features=3).double()
     out = net(_inputs(), None, _inputs(5, 3))
     assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("context", [0, 2])
+def test_reverse_solves_the_triangular_system_of_the_steps(context):
+    """``v = b + v J`` with ``J = d y / d x`` for ``y_t = sum_p C_tp params_tp(x_<t)``, against the
+    dense solve ``v = b (I - J)^{-1}`` of the autograd Jacobian, image by image."""
+    net, x = _net(context=context), _inputs(3)
+    c = _inputs(3, context, seed=2) if context else None
+    generator = torch.Generator().manual_seed(1)
+    weights = torch.randn(DIM, 3, 3, dtype=torch.float64, generator=generator)  # C: (D, P, B)
+    seed = torch.randn(DIM, 3, dtype=torch.float64, generator=generator)  # b: (D, B)
+    steps = net.steps(3, None, c)
+    for t in range(DIM):
+        if t:
+            steps.inputs[t - 1] = x[:, t - 1]
+        steps.step(t)
+    steps.inputs[DIM - 1] = x[:, DIM - 1]
+    v = steps.reverse(seed, weights)
+    for b in range(3):
+        cb = None if c is None else c[b : b + 1]
+        jac = torch.autograd.functional.jacobian(lambda u, cb=cb: net(u[None], None, cb)[0], x[b])
+        dense = torch.einsum("tp,tpk->tk", weights[:, :, b], jac)  # (D, D), strictly lower
+        assert torch.equal(dense.triu(), torch.zeros_like(dense))
+        expected = torch.linalg.solve((torch.eye(DIM, dtype=torch.float64) - dense).t(), seed[:, b])
+        torch.testing.assert_close(v[:, b], expected, rtol=0, atol=1e-10)
+
+
+def test_reverse_needs_relu():
+    steps = _net(activation="silu").steps(2)
+    with pytest.raises(ValueError, match="ReLU"):
+        steps.reverse(torch.zeros(DIM, 2, dtype=torch.float64), torch.zeros(DIM, 3, 2, dtype=torch.float64))
