@@ -8,12 +8,13 @@ loaded with the MAF's weights), on continuous D-dimensional vectors (no preproce
 step is ``-log_prob(x).mean()`` forward + backward on a batch of 64 standard-normal points (no
 optimizer); sampling draws 64 points; ``log_prob`` (in ``measure``'s record, used by
 ``benchmarks/sampling.py``) is the forward pass alone, without gradients. MAF evaluates densities
-in one MADE pass per transform and samples in D; IAF the other way round, so the IAF/MAF ratio
-of step times grows like D and the ratio of sampling times like 1/D. Hidden layers: two of
-``min(512, max(64, 2D))`` units unless ``--hidden`` fixes the width. Everything runs in one
-process; each time is the median of repeats (fewer for slow cases: at D=784 an IAF step takes 784
-passes per transform). ``--quick`` is a smoke run (D = 2, 8, 16; 2 transforms; seconds on an idle
-CPU).
+in one MADE pass per transform and samples in D sequential steps; IAF the other way round. The
+sequential direction runs with ``--method`` (default ``cached``: the masked MLP evaluated
+incrementally, about one pass of arithmetic over the D steps; ``naive``: a full pass per step, so
+the IAF/MAF ratio of step times grows like D and the ratio of sampling times like 1/D). Hidden
+layers: two of ``min(512, max(64, 2D))`` units unless ``--hidden`` fixes the width. Everything runs
+in one process; each time is the median of repeats (fewer for slow cases). ``--quick`` is a smoke
+run (D = 2, 8, 16; 2 transforms; seconds on an idle CPU).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from densitylab import build_model
+from densitylab.models.flows.autoregressive import set_method
 from densitylab.runtime import keep_large_allocations_in_heap
 
 
@@ -60,6 +62,8 @@ def measure(dim: int, args: argparse.Namespace,
         for p in maf.parameters():
             p.add_(torch.randn_like(p) * 0.01)
     iaf.transform.inner.load_state_dict(maf.transform.state_dict())
+    for model in (maf, iaf):
+        set_method(model, getattr(args, "method", "cached"))
     x = torch.randn(args.batch, dim)
     generator = torch.Generator().manual_seed(0)
 
@@ -107,6 +111,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget", type=float, default=3.0, help="seconds per timing, at most")
+    parser.add_argument("--method", choices=["cached", "naive"], default="cached",
+                        help="how the sequential direction is computed")
     parser.add_argument("--quick", action="store_true", help="smoke run: small D, 2 transforms")
     args = parser.parse_args()
     if args.quick:
@@ -115,7 +121,7 @@ def main() -> None:
     keep_large_allocations_in_heap()
     warm_up()
     print(f"MAF vs IAF, {args.transforms} {args.transform} transforms, batch {args.batch}, "
-          f"{args.samples} samples, {torch.get_num_threads()} threads")
+          f"{args.samples} samples, {torch.get_num_threads()} threads, {args.method} method")
     header = (f"{'D':>5} {'hidden':>6} {'params':>9} | {'MAF step':>10} {'IAF step':>10} "
               f"{'IAF/MAF':>8} | {'MAF sample':>10} {'IAF sample':>10} {'IAF/MAF':>8}")
     print(header)

@@ -12,8 +12,12 @@ rounding, ~1e-7, of a CDF boundary can go either way; the ``flips`` section coun
 replaying the cached images teacher-forced, and shows they are rounding). Cached times are the
 median of a few repeats, naive times one run (up to a few minutes). Then MAF vs IAF (5 affine
 transforms, as in ``benchmarks/maf_iaf.py``): sampling and ``log_prob`` time for each D — MAF samples in D
-sequential passes per transform and evaluates in one, IAF the other way round. ``--quick`` is a
-smoke run (12x12 images, batches 1 and 4, D = 16).
+sequential steps per transform and evaluates in one pass, IAF the other way round. Then the masked
+MLP naive vs cached (``masked``): MADE sampling (28x28, 256 levels), MAF sampling and IAF
+``log_prob`` (5 transforms of MADE 512-512, affine and spline) at D = 784 and batch 64, each
+sequential step computed by a full pass (naive, one run) or incrementally (cached, median of 3),
+with the ratio and the largest difference between the two results. ``--quick`` is a smoke run
+(12x12 images, batches 1 and 4, D = 16).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from maf_iaf import measure, warm_up
 
 from densitylab import build_model
+from densitylab.models.flows.autoregressive import set_method
 from densitylab.runtime import keep_large_allocations_in_heap
 
 
@@ -115,21 +120,75 @@ def flow_rows(args: argparse.Namespace) -> None:
               f"{r['iaf_log_prob_ms']:>10.1f}ms {r['log_prob_ratio']:>8.1f}", flush=True)
 
 
+def naive_and_cached(model, run) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """(naive seconds, cached seconds, naive result, cached result) of ``run()``; the slow naive
+    method runs once, the cached one is the median of three."""
+    set_method(model, "naive")
+    started = time.perf_counter()
+    naive = run()
+    naive_s = time.perf_counter() - started
+    set_method(model, "cached")
+    cached_s, cached = [], None
+    for _ in range(3):
+        started = time.perf_counter()
+        cached = run()
+        cached_s.append(time.perf_counter() - started)
+    return naive_s, statistics.median(cached_s), naive, cached
+
+
+@torch.no_grad()
+def masked_rows(args: argparse.Namespace) -> None:
+    batch = args.batches[-1]
+    print(f"\nmasked MLP, naive vs cached: batch {batch}, {torch.get_num_threads()} threads")
+    header = f"{'what':<24} {'D':>5} | {'naive s':>9} {'cached s':>9} {'ratio':>8} | max |difference|"
+    print(header)
+    print("-" * len(header))
+    for kind in ("affine", "spline"):
+        for dim in args.masked_dims:
+            torch.manual_seed(0)
+            config = {"transform": kind}
+            maf, iaf = build_model("maf", (dim,), 0, config), build_model("iaf", (dim,), 0, config)
+            for p in maf.parameters():  # leave the identity start: random weights in every layer
+                p.add_(torch.randn_like(p) * 0.01)
+            iaf.transform.inner.load_state_dict(maf.transform.state_dict())
+            x = torch.randn(batch, dim, generator=torch.Generator().manual_seed(1))
+            for what, model, run in (
+                    (f"MAF sample, {kind}", maf,
+                     lambda m=maf: m.sample(batch, generator=torch.Generator().manual_seed(0))),
+                    (f"IAF log_prob, {kind}", iaf, lambda m=iaf, x=x: m.log_prob(x))):
+                naive_s, cached_s, naive, cached = naive_and_cached(model, run)
+                print(f"{what:<24} {dim:>5} | {naive_s:>9.2f} {cached_s:>9.3f} {naive_s / cached_s:>7.1f}x | "
+                      f"{(naive - cached).abs().max().item():.1e}", flush=True)
+    torch.manual_seed(0)
+    made = build_model("made", (1, args.size, args.size), 256, {}).eval()
+    made.output_weight().normal_(0, 0.3)  # leave the zero start of the output layer
+    times = {}
+    for method in ("naive", "cached"):
+        started = time.perf_counter()
+        times[method] = made.sample(batch, generator=torch.Generator().manual_seed(0), method=method)
+        times[method + "_s"] = time.perf_counter() - started
+    same = "same images" if torch.equal(times["naive"], times["cached"]) else "images DIFFER"
+    print(f"{'MADE sample':<24} {made.dim:>5} | {times['naive_s']:>9.2f} {times['cached_s']:>9.3f} "
+          f"{times['naive_s'] / times['cached_s']:>7.1f}x | {same}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["pixelcnn", "gated_pixelcnn", "wavenet"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--dims", type=int, nargs="+", default=[16, 64, 256, 784])
+    parser.add_argument("--masked-dims", type=int, nargs="+", default=[784])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["timing", "flips", "flows"], help="run one section")
+    parser.add_argument("--only", choices=["timing", "flips", "flows", "masked"], help="run one section")
     args = parser.parse_args()
     if args.quick:
-        args.size, args.batches, args.dims = 12, [1, 4], [16]
+        args.size, args.batches, args.dims, args.masked_dims = 12, [1, 4], [16], [16]
     torch.set_num_threads(args.threads)
     keep_large_allocations_in_heap()
-    sections = {"timing": autoregressive_rows, "flips": flip_rows, "flows": flow_rows}
+    sections = {"timing": autoregressive_rows, "flips": flip_rows, "flows": flow_rows,
+                "masked": masked_rows}
     for name, section in sections.items():
         if args.only in (None, name):
             section(args)

@@ -395,6 +395,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from densitylab.train import rundir
+    from densitylab.models.flows.autoregressive import set_method
     from densitylab.train.checkpoint import model_from_checkpoint
     from densitylab.train.progress import is_terminal
     from densitylab.train.trainer import resolve_device
@@ -433,9 +434,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options = {}
     if getattr(model, "family", None) == "autoregressive":
         options = {"method": args.method, "progress": not args.no_progress and is_terminal(sys.stderr)}
-    elif args.method is not None:
-        raise DensitylabError(f"--method applies to autoregressive models; {model.registry_name!r} "
-                              "samples in one pass")
+    elif args.method is not None and not set_method(model, args.method):
+        raise DensitylabError(f"--method applies to autoregressive models, MAF and IAF; "
+                              f"{model.registry_name!r} samples in one pass")
     samples = model.sample(len(labels) if labels is not None and n_classes else args.n, labels,
                            temperature=args.temperature, generator=generator, **options)
     if len(model.shape) != 3:  # vectors (the toys): a histogram

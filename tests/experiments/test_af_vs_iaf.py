@@ -53,7 +53,8 @@ def test_measure_reports_positive_times_and_their_ratios():
     torch.set_num_threads(1)
     row = measure(3, {**SETTINGS["tiny"], "repeats": 1, "budget": 0.0}, seed=0)
     assert row["D"] == 3
-    for key in ("maf_step_ms", "iaf_step_ms", "maf_sample_ms", "iaf_sample_ms"):
+    for key in ("maf_step_ms", "iaf_step_ms", "maf_sample_ms", "iaf_sample_ms", "maf_sample_naive_ms"):
         assert row[key] > 0 and math.isfinite(row[key])
+    assert row["sequential_steps"] == 3
     assert row["step_ratio"] == pytest.approx(row["iaf_step_ms"] / row["maf_step_ms"])
     assert row["sample_ratio"] == pytest.approx(row["iaf_sample_ms"] / row["maf_sample_ms"])

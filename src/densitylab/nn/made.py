@@ -11,8 +11,10 @@ below when ``m^l(k) >= m^{l-1}(j)``, and the outputs of input dimension ``d`` re
 their order (input ``k`` has degree ``k + 1``), hidden units sorted by degree, so every mask is a
 staircase (:class:`~densitylab.nn.staircase.StaircaseLinear`). An optional context ``c`` of
 ``context_features`` values (as in nflows and zuko) enters every unit of the first layer through
-an unmasked linear map, ``h^1 = act(M^1 x + W_c c + b^1)``: every output may depend on all of
-``c``, and still only on the inputs before it. :meth:`MaskedMLP.steps` evaluates it position by
+an unmasked linear map, ``h^1 = act(M^1 x + W_c c + b^1)``. The context counts as inputs of
+degree 0, so hidden degrees start at 0 (a unit of degree 0 reads the context alone): every output,
+the first position's included, may depend on all of ``c``, and still only on the inputs before
+it. :meth:`MaskedMLP.steps` evaluates it position by
 position, each unit once (:mod:`densitylab.nn.made_steps`).
 """
 
@@ -31,20 +33,29 @@ __all__ = ["ACTIVATIONS", "DEGREES", "MaskedLinear", "MaskedMLP", "hidden_degree
 DEGREES = ("sequential", "random")
 
 
-def hidden_degrees(sizes: list[int], dim: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Degrees of each hidden layer, uniform in ``[min of the layer below, D - 1]`` (MADE's)."""
-    degrees, low = [], 1
+def hidden_degrees(sizes: list[int], dim: int, generator: torch.Generator,
+                   lowest: int = 1) -> list[torch.Tensor]:
+    """Degrees of each hidden layer, uniform in ``[min of the layer below, D - 1]`` (MADE's); the
+    inputs' lowest degree is ``lowest``. With ``lowest = 0`` (a context counted as inputs of
+    degree 0), unit 0 of every layer has degree 0, so the first position's outputs read the
+    context."""
+    degrees, low = [], lowest
     for size in sizes:
         layer = torch.randint(low, max(dim - 1, low) + 1, (size,), generator=generator)
+        if lowest == 0:
+            layer[0] = 0
         degrees.append(layer)
         low = int(layer.min())
     return degrees
 
 
-def sequential_degrees(sizes: list[int], dim: int) -> list[torch.Tensor]:
+def sequential_degrees(sizes: list[int], dim: int, lowest: int = 1) -> list[torch.Tensor]:
     """Degrees of each hidden layer cycling through ``1 .. D - 1`` (``k % (D - 1) + 1`` for unit
     ``k``): the "sequential" degrees of the MAF paper's code, every degree as often as the width
-    allows (with fewer units than ``D - 1``, the degrees ``1 .. width``)."""
+    allows (with fewer units than ``D - 1``, the degrees ``1 .. width``). With ``lowest = 0``
+    they cycle through ``0 .. D - 1``."""
+    if lowest == 0:
+        return [torch.arange(size) % dim for size in sizes]
     top = max(1, dim - 1)
     return [torch.arange(size) % top + min(1, dim - 1) for size in sizes]
 
@@ -105,10 +116,11 @@ class MaskedMLP(nn.Module):
         if context_features < 0:
             raise ValueError(f"context_features must be >= 0, got {context_features}")
         self.dim, self.params_per_dim, self.activation = dim, params_per_dim, activation
+        lowest = 0 if context_features else 1  # the context: inputs of degree 0
         if degrees == "random":
-            drawn = hidden_degrees(list(hidden_sizes), dim, torch.Generator().manual_seed(seed))
+            drawn = hidden_degrees(list(hidden_sizes), dim, torch.Generator().manual_seed(seed), lowest)
         else:
-            drawn = sequential_degrees(list(hidden_sizes), dim)
+            drawn = sequential_degrees(list(hidden_sizes), dim, lowest)
         hidden = [d.sort().values for d in drawn]
         masks = made_masks(torch.arange(1, dim + 1), hidden, params_per_dim)
         self.layers = nn.ModuleList(StaircaseLinear(mask, blocks) for mask in masks)

@@ -12,6 +12,15 @@ outputs of position ``t``. Over the ``D`` steps every unit is computed exactly o
 arithmetic of one full pass, instead of the ``D`` full passes of running the whole network at
 every step.
 
+:meth:`MaskedMLPSteps.reverse` runs the same schedule backwards for the sequential direction's
+gradient: it solves ``v = b + v J``, with ``J`` the strictly triangular Jacobian of
+``y_t = g_t(params_t(x_<t))`` w.r.t. ``x`` at the point the steps computed, by back-substitution
+from the last position. A unit's gradient is complete once every position reading it has been
+handled, which, going backwards, is just before its ready step; so step ``t`` (in reverse) first
+backpropagates the units whose ready step is ``t + 1``, which completes ``v_t``, then feeds
+``v_t dg_t/dparams_t`` into the outputs of position ``t``. The cost is again one pass, against the
+``D - 1`` vector-Jacobian products of the fixed-point form ``v <- b + v J``.
+
 The activations are kept transposed, ``(units, B)``, so the new units of a step are one
 contiguous block written by one matrix product.
 """
@@ -44,7 +53,8 @@ class MaskedMLPSteps:
     pre-activations (a label or context embedding). Hidden layers are followed by
     ``activation``; the last layer's rows ``t * P .. t * P + P - 1`` are the outputs of position
     ``t``. Call :meth:`step` with ``t = 0, 1, ..., D - 1`` in turn, each time after writing input
-    ``t - 1`` into ``inputs[t - 1]`` (``inputs`` is ``(D, B)``). No autograd."""
+    ``t - 1`` into ``inputs[t - 1]`` (``inputs`` is ``(D, B)``); then, with ReLU,
+    :meth:`reverse`. No autograd."""
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
                  extents: list[torch.Tensor], params_per_dim: int, activation: str, batch: int,
@@ -56,10 +66,12 @@ class MaskedMLPSteps:
             raise ValueError(f"the last layer must have {dim} x {per_dim} rows, got {weights[-1].shape[0]}")
         like = weights[0]
         self.dim, self.per_dim, self.silu = dim, per_dim, activation == "silu"
+        self.weights = weights
         self.inputs = like.new_zeros(dim, batch)
         self.hidden = [like.new_zeros(w.shape[0], batch) for w in weights[:-1]]
         sources = [self.inputs, *self.hidden]
         self.plan: list[list[tuple]] = [[] for _ in range(dim)]
+        self.groups: list[list[tuple[int, int, int, int]]] = [[] for _ in range(dim)]
         ready = torch.arange(1, dim + 1)
         for index, (weight, bias, extent) in enumerate(zip(weights, biases, extents, strict=True)):
             extent = extent.cpu().long()
@@ -80,6 +92,7 @@ class MaskedMLPSteps:
                     width = int(extent[stop - 1])
                     self.plan[t].append((column[start:stop], weight[start:stop, :width],
                                          source[:width], target[start:stop]))
+                    self.groups[t].append((index, start, stop, width))
 
     def _output_plan(self, weight: torch.Tensor, column: torch.Tensor, extent: torch.Tensor,
                      ready: torch.Tensor, source: torch.Tensor) -> list[tuple]:
@@ -93,7 +106,8 @@ class MaskedMLPSteps:
         return plan
 
     def step(self, t: int) -> torch.Tensor:
-        """The ``(B, P)`` outputs of position ``t``; computes the units that became ready."""
+        """The ``(P, B)`` outputs of position ``t`` (a new tensor); computes the units that became
+        ready."""
         for column, weight, source, target in self.plan[t]:
             torch.addmm(column, weight, source, out=target)
             if self.silu:
@@ -101,4 +115,24 @@ class MaskedMLPSteps:
             else:
                 target.relu_()
         column, weight, source = self.outputs[t]
-        return torch.addmm(column, weight, source).t()
+        return torch.addmm(column, weight, source)
+
+    @torch.no_grad()
+    def reverse(self, seed: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:
+        """``v (D, B)`` with ``v = seed + v J`` after all ``D`` steps (see the module docstring):
+        ``seed (D, B)``; ``jacobian (D, P, B)``, ``d y_t / d params_t`` of the elementwise map
+        ``y_t = g_t(params_t)`` each position's outputs feed. ReLU networks only."""
+        if self.silu:
+            raise ValueError("reverse needs a ReLU network (the activations hold the derivative)")
+        v = torch.zeros_like(self.inputs)
+        grads = [torch.zeros_like(h) for h in self.hidden]
+        below = [v, *grads]  # where each layer's input gradients go
+        for t in reversed(range(self.dim)):
+            for layer, start, stop, width in (reversed(self.groups[t + 1]) if t + 1 < self.dim else ()):
+                delta = grads[layer][start:stop] * (self.hidden[layer][start:stop] > 0)
+                below[layer][:width].addmm_(self.weights[layer][start:stop, :width].t(), delta)
+            v[t] += seed[t]
+            _, weight, _ = self.outputs[t]
+            if weight.shape[1]:
+                below[-1][: weight.shape[1]].addmm_(weight.t(), jacobian[t] * v[t])
+        return v

@@ -98,6 +98,15 @@ def subpixel_ranks(pixel_rank: torch.Tensor, channels: int) -> torch.Tensor:
     "factored K-way softmax per sub-pixel; exact log-likelihood",
 )
 class MADE(AutoregressiveImageModel):
+    """MADE over the flattened image (see the module docstring).
+
+    Masks, orderings and degrees are deterministic functions of the config (``order_seed``),
+    rebuilt at construction and not stored in checkpoints; set 0 does not depend on ``n_masks``.
+    The training-mode cycle over the mask sets is the buffer ``mask_step``, saved with the
+    weights, so a resumed run continues where it stopped. :meth:`log_prob` never builds the
+    ``(B, D, K)`` logits (:func:`factored_log_softmax`); :meth:`params_from_input` gives them for
+    the generic sampler and the tests; :meth:`sample` is cached or naive (:mod:`made_cache`)."""
+
     Config = MADEConfig
     default_lr = 3e-3
 

@@ -48,4 +48,4 @@ class MADECache(MADEPass):
             previous = self.order[step - 1]
             values = self.flat[:, previous] if self.rows is None else self.flat[self.rows, previous]
             self.steps.inputs[step - 1] = self.model.scale_input(values)
-        return self.model.position_logits(self.steps.step(step), self.order[step])
+        return self.model.position_logits(self.steps.step(step).t(), self.order[step])

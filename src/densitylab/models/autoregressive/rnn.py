@@ -14,8 +14,7 @@ sub-pixel ``t``, ``A`` a linear input projection to ``hidden_size`` features and
 vector of the label ``y`` (zero-initialised, only with ``n_classes > 0``). ``h_t`` has seen exactly
 the values before ``t``, so all ``D`` conditionals come from one pass of the RNN over the shifted
 sequence. (``A`` composes linearly with the first layer's input weights, so it adds no expressive
-power; feeding the few raw features to the RNN directly was about 10% faster per step on a CPU
-but learned more slowly per step in short Fashion-MNIST runs, so the projection stays.)
+power.)
 
 This is NOT the paper's Row LSTM or Diagonal BiLSTM (which run 2D recurrences over rows or
 diagonals with convolutional state-to-state maps); it is the plain 1D sequence model those improve
@@ -90,7 +89,7 @@ def sequence_coordinates(shape: tuple[int, int, int]) -> torch.Tensor:
                 "(optionally given their coordinates), K-way softmax per step; exact log-likelihood")
 class PixelRNN(AutoregressiveImageModel):
     Config = PixelRNNConfig
-    default_lr = 2e-2  # Adam; 150-200-step Fashion-MNIST runs improved up to 4e-2: margin for long runs
+    default_lr = 2e-2  # Adam
 
     def __init__(self, config: PixelRNNConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(shape, levels, "softmax", config.n_classes)

@@ -23,7 +23,7 @@ The receptive field is ``1 + blocks * (2^L - 1)`` steps; the default, 256 steps 
 28x28 image), is smaller than the image, so beyond the first 256 steps the network cannot read
 its position off the zero padding at the start of the sequence — that is when coordinates matter.
 (With a receptive field covering the whole image, e.g. ``layers_per_block=10``, the padding gives
-the position away; in an 8-minute CPU benchmark of that network, coordinates did not help.)
+the position away.)
 
 Sampling is incremental by default (:mod:`densitylab.models.autoregressive.wavenet_cache`, the "fast WaveNet"
 algorithm of Paine et al. 2016): every layer keeps the history of its inputs, and each new step

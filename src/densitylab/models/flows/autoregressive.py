@@ -30,8 +30,10 @@ An inverse autoregressive flow (IAF) is :class:`InverseTransform` around this sa
 Gradients of the sequential direction use the implicit function theorem instead of storing the
 passes for backpropagation: at the solution ``x* = F(x*, z, c, theta)`` with ``J = dF/dx``
 strictly triangular (nilpotent), ``dx*/d(z, c, theta) = (I - J)^{-1} dF/d(z, c, theta)``; the
-backward pass solves ``v = b + v J`` by ``D - 1`` vector-Jacobian products (exact, since
-``J^D = 0``), in the memory of one pass, whichever method found ``x*``.
+backward pass solves ``v = b + v J``, in the memory of one pass: ``naive``, by ``D - 1``
+vector-Jacobian products (exact, since ``J^D = 0``); ``cached``, by back-substitution from the
+last position through the cached activations
+(:meth:`~densitylab.nn.made_steps.MaskedMLPSteps.reverse`), the arithmetic of one pass.
 """
 
 from __future__ import annotations
@@ -71,7 +73,11 @@ class _ImplicitInverse(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, transform: MaskedAutoregressiveTransform, z: torch.Tensor,
                 context: torch.Tensor | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, logabsdet = transform.solve(z, list(tensors), context)
+        ctx.steps = None
+        if transform.method == "cached":
+            x, logabsdet, ctx.steps = transform.solve_steps(z, list(tensors), context)
+        else:
+            x, logabsdet = transform.solve(z, list(tensors), context)
         ctx.transform, ctx.has_context = transform, context is not None
         ctx.save_for_backward(z, x, *([] if context is None else [context]), *tensors)
         return x, logabsdet
@@ -87,11 +93,14 @@ class _ImplicitInverse(torch.autograd.Function):
             point = x.detach().requires_grad_()
             fixed = [t.detach() for t in tensors]
             still = None if context is None else context.detach()
-            step, logdet = step_of(z.detach(), net(point, fixed, still))
-            b = grad_x + _vjp(logdet, point, grad_logdet)
-            v = b
-            for _ in range(transform.dim - 1):  # v = b (I + J + ... + J^{D-1}) = b (I - J)^{-1}
-                v = b + _vjp(step, point, v)
+            if ctx.steps is not None:  # back-substitution through the cached steps: one pass
+                v = _back_substitute(transform, ctx.steps, z, point, fixed, still, grad_x, grad_logdet)
+            else:
+                step, logdet = step_of(z.detach(), net(point, fixed, still))
+                b = grad_x + _vjp(logdet, point, grad_logdet)
+                v = b
+                for _ in range(transform.dim - 1):  # v = b (I + J + ... + J^{D-1}) = b (I - J)^{-1}
+                    v = b + _vjp(step, point, v)
             needs = ctx.needs_input_grad[1:]
             live_z = z.detach().requires_grad_(needs[0])
             live_c = None if context is None else context.detach().requires_grad_(needs[1])
@@ -102,6 +111,21 @@ class _ImplicitInverse(torch.autograd.Function):
             grads = iter(torch.autograd.grad((step, logdet), wanted, (v, grad_logdet), allow_unused=True))
         out = [next(grads) if t is not None and t.requires_grad else None for t in inputs]
         return (None, *out)
+
+
+def _back_substitute(transform: MaskedAutoregressiveTransform, steps: Any, z: torch.Tensor,
+                     point: torch.Tensor, tensors: list[torch.Tensor], context: torch.Tensor | None,
+                     grad_x: torch.Tensor, grad_logdet: torch.Tensor) -> torch.Tensor:
+    """``v = b (I - J)^{-1}`` by :meth:`~densitylab.nn.made_steps.MaskedMLPSteps.reverse`, with
+    ``b = grad_x + grad_logdet dlogdet/dx``; the elementwise map's derivatives w.r.t. each
+    position's parameters from one vector-Jacobian product (each output reads its own only)."""
+    params = transform.net(point, tensors, context)
+    leaf = params.detach().requires_grad_()
+    step, logdet = transform.inverse_step(z.detach(), leaf)
+    (d_step,) = torch.autograd.grad(step, leaf, torch.ones_like(step), retain_graph=True)
+    (d_logdet,) = torch.autograd.grad(logdet, leaf, grad_logdet)
+    b = grad_x + torch.autograd.grad(params, point, d_logdet)[0]
+    return steps.reverse(b.t(), d_step.permute(1, 2, 0)).t()
 
 
 def _vjp(output: torch.Tensor, point: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -197,15 +221,29 @@ class MaskedAutoregressiveTransform(Transform):
             x, logabsdet = self.inverse_step(z, self.net(x, tensors, context))
         return x, logabsdet
 
-    @torch.no_grad()
     def _solve_cached(self, z: torch.Tensor, tensors: list[torch.Tensor],
                       context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.solve_steps(z, tensors, context)[:2]
+
+    @torch.no_grad()
+    def solve_steps(self, z: torch.Tensor, tensors: list[torch.Tensor],
+                    context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The cached solve: ``x``, ``log|dx/dz|`` and the
+        :class:`~densitylab.nn.made_steps.MaskedMLPSteps` holding the network's activations at
+        ``x`` (for the backward pass)."""
         steps = self.net.steps(z.shape[0], tensors, context)
         logdets = z.new_empty(self.dim, z.shape[0])
-        for t in range(self.dim):
-            x_t, logdets[t] = self.inverse_step(z[:, t : t + 1], steps.step(t)[:, None])
-            steps.inputs[t] = x_t[:, 0]
-        return steps.inputs.t().contiguous(), logdets.sum(0)
+        if self.kind == "spline":
+            for t in range(self.dim):
+                x_t, logdets[t] = self.inverse_step(z[:, t : t + 1], steps.step(t).t()[:, None])
+                steps.inputs[t] = x_t[:, 0]
+        else:  # inverse_step's affine map on the (P, B) outputs of one position, in place
+            columns, bound = z.t().contiguous(), self.scale_bound
+            for t in range(self.dim):
+                shift, raw = steps.step(t)
+                log_scale = torch.tanh(raw.div_(bound), out=logdets[t]).mul_(bound)
+                torch.addcmul(shift, columns[t], log_scale.exp(), out=steps.inputs[t])
+        return steps.inputs.t().contiguous(), logdets.sum(0), steps
 
     # ----- the Transform protocol ----------------------------------------------------------------
     def _ordered(self, v: torch.Tensor) -> torch.Tensor:
