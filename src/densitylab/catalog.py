@@ -44,7 +44,7 @@ OPTION_HELP: dict[str, str] = {
     "exact_max_dim": "in training, exact trace for data of at most this many dimensions",
     "final_couplings": "coupling layers at the last scale",
     "first_kernel": "kernel size of the first (mask-A) convolution",
-    "gate_channels": "width of the horizontal gates (None: hidden_channels)",
+    "gate_channels": "width of the horizontal gates (None: half of hidden_channels)",
     "head": "output distribution per sub-pixel: softmax or logistic-mixture",
     "hidden": "hidden units per layer",
     "hidden_channels": "channels of the hidden convolutions",
@@ -89,7 +89,7 @@ OPTION_HELP: dict[str, str] = {
     "tail_bound": "splines act on [-B, B], identity outside (transform=spline)",
     "trace": "log-determinant trace: auto, exact or hutchinson",
     "transform": "elementwise transform: affine or spline",
-    "vertical_channels": "width of the vertical stack (None: hidden_channels)",
+    "vertical_channels": "width of the vertical stack (None: half of hidden_channels)",
 }
 
 

@@ -10,9 +10,10 @@ from densitylab import build_model
 from densitylab.models.autoregressive.base import AutoregressiveImageModel
 from tests.conftest import all_images
 
-TINY_GATED = {"hidden_channels": 6, "skip_channels": 6, "output_hidden": 12, "n_layers": 3,
-              "first_kernel": 3}
-TINY_PIXELCNN = {"hidden_channels": 12, "n_residual_blocks": 2, "first_kernel": 3, "output_hidden": 12}
+TINY_GATED = {"head": "softmax", "hidden_channels": 6, "vertical_channels": 6, "gate_channels": 6,
+              "skip_channels": 6, "output_hidden": 12, "n_layers": 3, "first_kernel": 3}
+TINY_PIXELCNN = {"head": "softmax", "hidden_channels": 12, "n_residual_blocks": 2, "first_kernel": 3,
+                 "output_hidden": 12}
 TINY_WAVENET = {"residual_channels": 8, "skip_channels": 8, "output_hidden": 8, "layers_per_block": 3,
                 "n_blocks": 2}
 TINY_RNN = {"hidden_size": 8, "n_layers": 2}

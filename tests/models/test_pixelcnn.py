@@ -10,7 +10,8 @@ from densitylab.models.autoregressive.base import sample_categorical
 from densitylab.nn.masked import autoregressive_mask
 from tests.conftest import all_images
 
-SMALL = {"hidden_channels": 12, "n_residual_blocks": 2, "first_kernel": 3, "output_hidden": 12}
+SMALL = {"head": "softmax", "hidden_channels": 12, "n_residual_blocks": 2,
+         "first_kernel": 3, "output_hidden": 12}
 
 
 def _randomized(model):

@@ -27,7 +27,9 @@ groups; at the current pixel, group ``j`` reads groups ``< j`` (first layer) or 
 
 Widths: ``hidden_channels`` (the residual stream ``h``), ``vertical_channels`` (``v``) and
 ``gate_channels`` (``u``) can differ; narrower vertical stacks and gates cut the cost of the
-``2 x k`` vertical filter, which dominates a layer's arithmetic.
+``2 x k`` vertical filter, which dominates a layer's arithmetic. By default both are half the
+residual stream (the gates rounded up to whole colour groups), which trains to lower bits/dim at
+a fixed CPU budget than the full width.
 
 Deviations: no mask on the ``1x1`` link (after the shift it only carries rows above, so none is
 needed); the output layer starts at zero with a bias fitted to the data's marginal histogram, as
@@ -56,15 +58,18 @@ from densitylab.nn.masked import (
 
 @dataclass
 class GatedPixelCNNConfig:
+    """Defaults are the best configuration of the 8-minute CPU benchmark (docs/benchmarks.md):
+    narrow vertical stack and gates, the discretized logistic mixture head."""
+
     hidden_channels: int = 32  # width of the horizontal stack's residual stream
-    vertical_channels: int | None = None  # width of the vertical stack (None: hidden_channels)
-    gate_channels: int | None = None  # width of the horizontal gates (None: hidden_channels)
+    vertical_channels: int | None = None  # width of the vertical stack (None: hidden_channels / 2)
+    gate_channels: int | None = None  # width of the gates (None: hidden_channels / 2, whole colours)
     n_layers: int = 5
     first_kernel: int = 7
     kernel: int = 3
     skip_channels: int = 32
     output_hidden: int = 32
-    head: str = "softmax"  # or "logistic-mixture"
+    head: str = "logistic-mixture"  # or "softmax"
     mixture_components: int = 5
     n_classes: int = 0  # > 0: class-conditional
 
@@ -105,7 +110,7 @@ class GatedLayer(nn.Module):
                 "gates, residual and skip connections; no blind spot; exact log-likelihood")
 class GatedPixelCNN(RasterConvModel):
     Config = GatedPixelCNNConfig
-    default_lr = 8e-3
+    default_lr = 1.2e-2
     cached_sampler = GatedPixelCNNCache
 
     def __init__(self, config: GatedPixelCNNConfig, shape: tuple[int, int, int], levels: int) -> None:
@@ -117,10 +122,11 @@ class GatedPixelCNN(RasterConvModel):
                 raise ValueError(f"{name} must be a positive multiple of the {colors} colour channels")
         if config.n_layers < 1:
             raise ValueError("n_layers must be >= 1")
-        vertical = config.vertical_channels or config.hidden_channels
+        half = max(1, config.hidden_channels // 2)
+        vertical = config.vertical_channels or half
         if vertical < 1:
             raise ValueError("vertical_channels must be >= 1")
-        gates = config.gate_channels or config.hidden_channels
+        gates = config.gate_channels or colors * -(-half // colors)  # half, rounded up to colours
         if gates < colors or gates % colors:
             raise ValueError(f"gate_channels must be a positive multiple of the {colors} colour channels")
         groups = channel_groups(config.hidden_channels, colors)
