@@ -31,6 +31,16 @@ def test_time_budget_none_clears_the_budget_of_a_config(tmp_path, capsys):
     assert _saved(tmp_path, "second")["epochs"] == 0.1
 
 
+def test_a_config_keeps_its_budget_without_the_flag(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": "pixelcnn", "data": "digits", "time_budget": "1s",
+                                      "model_config": {"hidden_channels": 4, "n_residual_blocks": 1,
+                                                       "output_hidden": 4}, "sample_count": 0,
+                                      "threads": 1}))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert _saved(tmp_path)["time_budget"] == "1s" and _saved(tmp_path)["epochs"] is None
+
+
 def test_time_budget_zero_points_to_none(tmp_path, capsys):
     assert _train(tmp_path, "--time-budget", "0") == 2
     assert "--time-budget none" in capsys.readouterr().err

@@ -290,7 +290,7 @@ def _train(args: argparse.Namespace) -> int:
     from densitylab.train.trainer import Trainer, resume_config
 
     flags = {k: getattr(args, k) for k in _TRAIN_FLAGS}
-    clear_budget = args.time_budget is not None and str(args.time_budget).strip().lower() == "none"
+    clear_budget = args.time_budget is not None and args.time_budget.strip().lower() == "none"
     if clear_budget:
         flags["time_budget"] = None
     shortcuts = {"head": args.head} if args.head else {}
