@@ -394,8 +394,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from densitylab.train import rundir
     from densitylab.models.flows.autoregressive import set_method
+    from densitylab.train import rundir
     from densitylab.train.checkpoint import model_from_checkpoint
     from densitylab.train.progress import is_terminal
     from densitylab.train.trainer import resolve_device

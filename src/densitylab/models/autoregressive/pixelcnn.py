@@ -5,11 +5,12 @@ The image is factorised in raster order, and within a pixel over colour channels
     log P(x) = sum_{i} sum_{c} log P(x_{i,c} | x_{<i}, x_{i,<c})
 
 Each conditional is a discretized logistic mixture (PixelCNN++, Salimans et al. 2017; the
-default) or a K-way softmax (the paper's, ``head="softmax"``). All conditionals come from one pass of a stack of masked
-convolutions: a ``7x7`` mask-A layer (a pixel never sees itself), residual blocks of
-``1x1 -> 3x3 mask-B -> 1x1`` convolutions (the paper's PixelCNN block), and two ``1x1`` output
-layers producing the head's parameters (``C x K`` logits for the softmax) per pixel. The receptive field grows up and to the left but has
-the known "blind spot" up and to the right; Gated PixelCNN removes it.
+default) or a K-way softmax (the paper's, ``head="softmax"``). All conditionals come from one
+pass of a stack of masked convolutions: a ``7x7`` mask-A layer (a pixel never sees itself),
+residual blocks of ``1x1 -> 3x3 mask-B -> 1x1`` convolutions (the paper's PixelCNN block), and two
+``1x1`` output layers producing the head's parameters per pixel (``C x K`` logits for the
+softmax). The receptive field grows up and to the left but has the known "blind spot" up and to
+the right; Gated PixelCNN removes it.
 
 Deviations: the ``1x1`` convolutions are masked too (type B) so the channel order holds for colour
 images; inputs are scaled to ``[-1, 1]``; the last layer starts with zero weights and a bias equal
