@@ -17,7 +17,7 @@ import torch
 
 from densitylab.data import download, toy
 from densitylab.data.idx import read_idx
-from densitylab.data.table import is_table, load_table
+from densitylab.data.table import is_table, load_table, read_numpy
 from densitylab.data.transforms import downsample, requantize
 from densitylab.errors import DensitylabError
 
@@ -211,10 +211,7 @@ def load_user_images(path: str | Path) -> ImageData:
     if path.is_dir():
         images = _read_png_folder(path)
         return _split(path.name, images, None, n_test=max(1, len(images) // 10), levels=256)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DensitylabError(f"cannot read {path} as .npy/.npz ({exc}); save it with numpy") from None
+    loaded = read_numpy(path)
     if isinstance(loaded, np.lib.npyio.NpzFile):
         keys = set(loaded.files)
         if {"train", "test"} <= keys:

@@ -39,6 +39,14 @@ def is_table(path: Path) -> bool:
     return any(a.ndim <= 2 and np.issubdtype(a.dtype, np.floating) for a in arrays)
 
 
+def read_numpy(path: Path):
+    """``np.load`` without pickles, its failure a one-line error (images and tables alike)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DensitylabError(f"cannot read {path} as .npy/.npz ({exc}); save it with numpy") from None
+
+
 def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
     """The numbers of a CSV file and its header (when the first row is not numeric)."""
     try:
@@ -119,10 +127,7 @@ def read_table(path: str | Path, context_columns: str | None = None
     if path.suffix.lower() == ".csv":
         data, header = _read_csv(path)
     else:
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DensitylabError(f"cannot read {path} as .npy/.npz ({exc}); save it with numpy") from None
+        loaded = read_numpy(path)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             keys = set(loaded.files)
             if {"train", "test"} <= keys:
