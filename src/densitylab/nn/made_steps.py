@@ -48,8 +48,7 @@ class MaskedMLPSteps:
     ``weights[l]`` is layer ``l``'s dense masked ``(out, in)`` matrix (zero where masked) and
     ``extents[l]`` says that its row ``r`` reads only inputs ``< extents[r]`` (non-decreasing: a
     staircase; from the mask, not from the weights, which may be zero inside it); ``biases[l]``
-    its bias;
-    ``first_bias (B, out_0)`` an optional per-example term added to the first layer's
+    its bias; ``first_bias (B, out_0)`` an optional per-example term added to the first layer's
     pre-activations (a label or context embedding). Hidden layers are followed by
     ``activation``; the last layer's rows ``t * P .. t * P + P - 1`` are the outputs of position
     ``t``. Call :meth:`step` with ``t = 0, 1, ..., D - 1`` in turn, each time after writing input
