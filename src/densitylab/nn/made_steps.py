@@ -48,8 +48,7 @@ class MaskedMLPSteps:
     ``weights[l]`` is layer ``l``'s dense masked ``(out, in)`` matrix (zero where masked) and
     ``extents[l]`` says that its row ``r`` reads only inputs ``< extents[r]`` (non-decreasing: a
     staircase; from the mask, not from the weights, which may be zero inside it); ``biases[l]``
-    its bias;
-    ``first_bias (B, out_0)`` an optional per-example term added to the first layer's
+    its bias; ``first_bias (B, out_0)`` an optional per-example term added to the first layer's
     pre-activations (a label or context embedding). Hidden layers are followed by
     ``activation``; the last layer's rows ``t * P .. t * P + P - 1`` are the outputs of position
     ``t``. Call :meth:`step` with ``t = 0, 1, ..., D - 1`` in turn, each time after writing input
@@ -86,24 +85,22 @@ class MaskedMLPSteps:
                 break
             starts = torch.searchsorted(ready, torch.arange(dim), right=False).tolist()
             stops = torch.searchsorted(ready, torch.arange(dim), right=True).tolist()
-            target, source = self.hidden[index], sources[index]
+            target, source, widths = self.hidden[index], sources[index], extent.tolist()
             for t, (start, stop) in enumerate(zip(starts, stops, strict=True)):
                 if stop > start:
-                    width = int(extent[stop - 1])
+                    width = widths[stop - 1]
                     self.plan[t].append((column[start:stop], weight[start:stop, :width],
                                          source[:width], target[start:stop]))
                     self.groups[t].append((index, start, stop, width))
 
     def _output_plan(self, weight: torch.Tensor, column: torch.Tensor, extent: torch.Tensor,
                      ready: torch.Tensor, source: torch.Tensor) -> list[tuple]:
-        per_dim, plan = self.per_dim, []
+        per_dim = self.per_dim
         if bool((ready.view(self.dim, per_dim).amax(1) > torch.arange(self.dim)).any()):
             raise ValueError("an output reads an input at or after its own position")
-        for t in range(self.dim):
-            rows = slice(t * per_dim, (t + 1) * per_dim)
-            width = int(extent[rows].max())
-            plan.append((column[rows], weight[rows, :width], source[:width]))
-        return plan
+        widths = extent.view(self.dim, per_dim).amax(1).tolist()
+        return [(column[t * per_dim : (t + 1) * per_dim], weight[t * per_dim : (t + 1) * per_dim, :width],
+                 source[:width]) for t, width in enumerate(widths)]
 
     def step(self, t: int) -> torch.Tensor:
         """The ``(P, B)`` outputs of position ``t`` (a new tensor); computes the units that became

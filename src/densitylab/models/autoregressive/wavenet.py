@@ -25,10 +25,10 @@ its position off the zero padding at the start of the sequence — that is when 
 (With a receptive field covering the whole image, e.g. ``layers_per_block=10``, the padding gives
 the position away.)
 
-Sampling is incremental by default (:mod:`densitylab.models.autoregressive.wavenet_cache`, the "fast WaveNet"
-algorithm of Paine et al. 2016): every layer keeps the history of its inputs, and each new step
-costs one kernel-2 product per layer instead of a pass over the whole sequence; it draws the same
-values as the naive sampler for the same random numbers.
+Sampling is incremental by default (:mod:`densitylab.models.autoregressive.wavenet_cache`, the
+"fast WaveNet" algorithm of Paine et al. 2016): every layer keeps the history of its inputs, and
+each new step costs one kernel-2 product per layer instead of a pass over the whole sequence; it
+draws the same values as the naive sampler for the same random numbers.
 """
 
 from __future__ import annotations
