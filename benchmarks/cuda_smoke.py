@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from densitylab.config import RunConfig
-from densitylab.models.base import available_models
+from densitylab.models.registry import available_models
 from densitylab.train.trainer import Trainer
 
 

@@ -70,8 +70,8 @@ from torch import nn
 
 from densitylab.data import ImageData, load_dataset, uniform_dequantize
 from densitylab.errors import DensitylabError
-from densitylab.models.base import build_model
 from densitylab.models.flows.transforms import DEFAULT_LOGIT_ALPHA, LogitTransform
+from densitylab.models.registry import build_model
 from densitylab.runtime import keep_large_allocations_in_heap
 
 SHAPE = (1, 28, 28)

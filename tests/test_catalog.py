@@ -5,7 +5,7 @@ import dataclasses
 from densitylab import catalog
 from densitylab.data import DATASETS
 from densitylab.experiments import EXPERIMENTS, experiment_names
-from densitylab.models.base import available_models
+from densitylab.models.registry import available_models
 
 
 def test_static_models_match_the_registry():

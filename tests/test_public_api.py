@@ -10,7 +10,7 @@ import torch
 
 import densitylab as dl
 from densitylab.errors import DensitylabError
-from densitylab.models.base import available_models
+from densitylab.models.registry import available_models
 from densitylab.train.checkpoint import save_checkpoint
 from tests.models.flow_checks import randomize_
 from tests.models.test_autoregressive import TINY_GATED, TINY_MADE, TINY_PIXELCNN, TINY_RNN, TINY_WAVENET

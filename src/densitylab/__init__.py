@@ -22,8 +22,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DensitylabError": "densitylab.errors",
     "DensityModel": "densitylab.models.base",
-    "available_models": "densitylab.models.base",
-    "build_model": "densitylab.models.base",
+    "available_models": "densitylab.models.registry",
+    "build_model": "densitylab.models.registry",
     "Flow": "densitylab.models.flows.flow",
     "fit": "densitylab.api",
     "load": "densitylab.api",

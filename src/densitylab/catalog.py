@@ -320,7 +320,7 @@ def runtime_model(name: str) -> ModelEntry | None:
     import inspect
     import sys
 
-    from densitylab.models.base import available_models
+    from densitylab.models.registry import available_models
 
     info = available_models().get(name)
     if info is None:

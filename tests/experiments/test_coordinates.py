@@ -57,7 +57,7 @@ def test_sample_grids_come_from_copies_taken_during_the_same_run(run):
 
 
 def test_draw_is_reproducible_for_a_seed():
-    from densitylab.models.base import build_model
+    from densitylab.models.registry import build_model
 
     model = build_model("rnn", (1, 4, 4), 5, {"coords": True, "hidden_size": 8})
     assert torch.equal(draw(model, 6, seed=3), draw(model, 6, seed=3))

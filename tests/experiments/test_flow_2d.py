@@ -16,7 +16,7 @@ from densitylab.experiments.flow_2d import (
     sliced_ks,
     verdict_sentence,
 )
-from densitylab.models.base import data_kind_problem
+from densitylab.models.registry import data_kind_problem
 
 
 def test_ks_distance_of_a_small_sample_by_hand():

@@ -5,7 +5,7 @@ import torch
 
 from densitylab.evaluate import bits_per_dim
 from densitylab.experiments import leaderboard as lb
-from densitylab.models.base import available_models
+from densitylab.models.registry import available_models
 from densitylab.train.checkpoint import model_from_checkpoint
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from densitylab import build_model
-from densitylab.models.base import available_models
+from densitylab.models.registry import available_models
 from densitylab.train.checkpoint import model_from_checkpoint, save_checkpoint
 from tests.models.flow_checks import randomize_
 

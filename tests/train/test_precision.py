@@ -10,7 +10,7 @@ import torch
 from densitylab.cli import main
 from densitylab.config import RunConfig
 from densitylab.errors import DensitylabError
-from densitylab.models.base import build_model
+from densitylab.models.registry import build_model
 from densitylab.train.precision import Float32Reductions, TrainingLoss
 from densitylab.train.trainer import Trainer, resume_config
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from densitylab.data.imagedata import ImageData
 from densitylab.errors import DensitylabError
 
 TABLE_SUFFIXES = (".csv", ".npy", ".npz")
@@ -167,10 +168,8 @@ def read_table(path: str | Path, context_columns: str | None = None
     return data, context, test
 
 
-def load_table(path: str | Path, context_columns: str | None = None):
-    """The table at ``path`` as a continuous :class:`~densitylab.data.datasets.ImageData`."""
-    from densitylab.data.datasets import ImageData
-
+def load_table(path: str | Path, context_columns: str | None = None) -> ImageData:
+    """The table at ``path`` as a continuous :class:`~densitylab.data.imagedata.ImageData`."""
     path = Path(path)
     if not path.is_file():
         raise DensitylabError(f"data path {path} does not exist; give a dataset name or a file")

@@ -41,8 +41,8 @@ from typing import Any
 import torch
 
 from densitylab.experiments.base import experiment, figure, table, threads
-from densitylab.models.base import build_model
 from densitylab.models.flows.autoregressive import set_method
+from densitylab.models.registry import build_model
 from densitylab.viz.curves import save_line_plot
 
 SLOPE = 0.5

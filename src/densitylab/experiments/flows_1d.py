@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from densitylab.data import load_dataset
 from densitylab.experiments.base import experiment, figure, seconds, table, threads, train_run
 from densitylab.experiments.base import ks_distance as base_ks_distance
-from densitylab.models.base import build_model
+from densitylab.models.registry import build_model
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
 from densitylab.train.rundir import MODEL_FILE

@@ -52,7 +52,7 @@ from densitylab.config import RunConfig
 from densitylab.errors import DensitylabError
 from densitylab.experiments.base import experiment, figure, image_data, seconds, table
 from densitylab.experiments.base import threads as restored_threads
-from densitylab.models.base import available_models, build_model
+from densitylab.models.registry import available_models, build_model
 from densitylab.train import checkpoint as ckpt
 from densitylab.train.files import atomic_write, atomic_write_json
 from densitylab.viz.grid import image_grid, save_grid

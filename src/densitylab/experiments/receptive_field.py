@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from densitylab.experiments.base import experiment, figure, image_data, seconds, table, train_run
-from densitylab.models.base import build_model
+from densitylab.models.registry import build_model
 from densitylab.train.files import atomic_write
 
 SIZE = 15

@@ -25,7 +25,8 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from densitylab.errors import DensitylabError
-from densitylab.models.base import DensityModel, build_model
+from densitylab.models.base import DensityModel
+from densitylab.models.registry import build_model
 from densitylab.train import rundir
 from densitylab.train.files import atomic_write_bytes
 from densitylab.train.validation import check_model_tensors, check_optimizer_state

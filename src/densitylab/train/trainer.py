@@ -33,7 +33,8 @@ from densitylab.config import RunConfig, parse_duration
 from densitylab.data import ImageData, load_dataset
 from densitylab.errors import DensitylabError
 from densitylab.evaluate import bits_per_dim
-from densitylab.models.base import DensityModel, build_model
+from densitylab.models.base import DensityModel
+from densitylab.models.registry import build_model
 from densitylab.runtime import keep_large_allocations_in_heap
 from densitylab.train import checkpoint as ckpt
 from densitylab.train import distributed, rundir
@@ -190,7 +191,7 @@ class Trainer:
 
     def _class_count(self) -> int:
         """Number of classes of a labelled dataset (``--conditional``), checked against the model."""
-        from densitylab.models.base import available_models
+        from densitylab.models.registry import available_models
 
         data, name = self.data, self.config.model
         if data.train_labels is None or data.test_labels is None:
@@ -206,7 +207,7 @@ class Trainer:
 
     def _context_features(self) -> int:
         """The width of the data's context, checked against the model's options."""
-        from densitylab.models.base import available_models
+        from densitylab.models.registry import available_models
 
         name = self.config.model
         info = available_models().get(name)
