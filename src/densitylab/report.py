@@ -27,6 +27,7 @@ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; 
 h1 { font-size: 1.7em; } h2 { margin-top: 2.2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
 .claim { font-style: italic; }
 .verdict { padding: .6em .9em; border-radius: 6px; background: #f3f3f3; }
+.rule { font-size: .92em; color: #333; border-left: 3px solid #bbb; padding-left: .7em; }
 .yes { background: #e5f4e8; } .no { background: #fbe9e7; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; }
@@ -38,7 +39,14 @@ figcaption { font-size: .9em; color: #555; }
 """
 
 
-VERDICT_WORD = {True: "yes", False: "no", None: "figures"}
+OUTCOME_CLASS = {"reproduced": "yes", "not reproduced": "no"}  # the others: grey
+
+
+def outcome_of(record: dict[str, Any]) -> str:
+    """The record's outcome (records written before outcomes existed: from ``reproduced``)."""
+    if isinstance(record.get("outcome"), str):
+        return record["outcome"]
+    return {True: "reproduced", False: "not reproduced"}.get(record.get("reproduced"), "measurement")
 
 
 def find_results(paths: list[Path]) -> list[Path]:
@@ -99,13 +107,13 @@ def embed(path: Path) -> str:
 
 def render_section(record: dict[str, Any], directory: Path) -> str:
     name = html.escape(record["experiment"])
-    reproduced = record.get("reproduced")
-    status = {True: ("yes", "reproduced"), False: ("no", "not reproduced at this budget"),
-              None: ("", "see the figures")}[reproduced]
+    outcome = outcome_of(record)
     parts = [f'<section id="{name}"><h2>{name}</h2>',
-             f'<p class="claim">Claim: {html.escape(record["claim"])}</p>',
-             f'<p class="verdict {status[0]}"><b>{status[1].capitalize()}.</b> '
-             f'{html.escape(record["verdict"])}</p>']
+             f'<p class="claim">Claim: {html.escape(record["claim"])}</p>']
+    if record.get("rule"):  # the rule comes before the result
+        parts.append(f'<p class="rule"><b>Verdict rule.</b> {html.escape(record["rule"])}</p>')
+    parts.append(f'<p class="verdict {OUTCOME_CLASS.get(outcome, "")}"><b>'
+                 f'{html.escape(outcome.capitalize())}.</b> {html.escape(record["verdict"])}</p>')
     parts += [render_table(t) for t in record.get("tables", [])]
     for fig in record.get("figures", []):
         path = directory / fig["file"]
@@ -115,8 +123,9 @@ def render_section(record: dict[str, Any], directory: Path) -> str:
         parts.append(f'<figure><img src="{embed(path)}" alt="{html.escape(fig["caption"])}">'
                      f'<figcaption>{html.escape(fig["caption"])}</figcaption></figure>')
     parts.append(
-        f'<p class="meta">Budget <b>{html.escape(str(record.get("budget")))}</b>, seed '
-        f'{html.escape(str(record.get("seed")))}, data: {html.escape(str(record.get("data")))}; '
+        f'<p class="meta">Budget <b>{html.escape(str(record.get("budget")))}</b>, seeds '
+        f'{html.escape(str(record.get("seeds", record.get("seed"))))}, '
+        f'data: {html.escape(str(record.get("data")))}; '
         f'took {record.get("elapsed_s", 0):.0f} s. Reproduce: '
         f'<code>{html.escape(str(record.get("command")))}</code></p></section>')
     return "\n".join(parts)
@@ -130,9 +139,10 @@ def render_report(paths: list[Path], output: Path) -> int:
     records.sort(key=lambda item: order.get(item[0]["experiment"], len(order)))
     summary = render_table({
         "title": "Summary",
-        "columns": ["experiment", "claim", "reproduced", "budget", "seconds"],
-        "rows": [[r["experiment"], r["claim"], VERDICT_WORD[r.get("reproduced")], r.get("budget"),
-                  float(r.get("elapsed_s", 0.0))] for r, _ in records],
+        "columns": ["experiment", "claim", "outcome", "budget", "seeds", "seconds"],
+        "rows": [[r["experiment"], r["claim"], outcome_of(r), r.get("budget"),
+                  len(r.get("seeds", [r.get("seed")])), float(r.get("elapsed_s", 0.0))]
+                 for r, _ in records],
     })
     body = "\n".join(render_section(r, d) for r, d in records)
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
