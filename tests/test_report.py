@@ -78,3 +78,12 @@ def test_report_states_the_rule_before_the_result(report):
     rule, verdict = page.find(html.escape(record["rule"])), page.find(html.escape(record["verdict"]))
     assert 0 <= rule < verdict
     assert "Inconclusive (budget too small)." in page  # the tiny budget never reads as reproduced
+
+
+def test_markdown_summary_reads_every_number_from_the_results(report):
+    out = report / "summary.md"
+    assert main(["report", str(report / "rf"), "-o", str(out)]) == 0
+    text = out.read_text()
+    record = json.loads((report / "rf" / "results.json").read_text())
+    assert "| `receptive-field` | inconclusive (budget too small) | tiny | 2 | 4 |" in text
+    assert f"Rule: {record['rule']}" in text and record["verdict"] in text

@@ -131,12 +131,41 @@ def render_section(record: dict[str, Any], directory: Path) -> str:
     return "\n".join(parts)
 
 
-def render_report(paths: list[Path], output: Path) -> int:
-    """Write the report of every experiment found under ``paths`` to ``output``; returns how many."""
-    results = find_results(paths)
-    records = [(load_record(p), p.parent) for p in results]
+def sorted_records(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
+    """Every record under ``paths`` with its directory, in the report's order."""
+    records = [(load_record(p), p.parent) for p in find_results(paths)]
     order = {name: k for k, name in enumerate(experiment_names())}  # the course's order
     records.sort(key=lambda item: order.get(item[0]["experiment"], len(order)))
+    return records
+
+
+def render_markdown(records: list[tuple[dict[str, Any], Path]]) -> str:
+    """A Markdown summary (for README and docs): one row per experiment with its outcome, seeds,
+    steps per arm and minutes, then each experiment's rule and verdict; every number read from the
+    ``results.json`` files."""
+    lines = ["| experiment | outcome | budget | seeds | steps per arm | minutes |",
+             "| --- | --- | --- | ---: | --- | ---: |"]
+    for r, _ in records:
+        steps = sorted(set(r.get("steps", {}).values()))
+        lines.append("| " + " | ".join([
+            f"`{r['experiment']}`", outcome_of(r), str(r.get("budget")),
+            str(len(r.get("seeds", [r.get("seed")]))),
+            ", ".join(f"{s:,}" for s in steps) or "-", f"{r.get('elapsed_s', 0.0) / 60:.1f}"]) + " |")
+    for r, _ in records:
+        lines += ["", f"### `{r['experiment']}`", "", f"Claim: {r['claim']}", ""]
+        if r.get("rule"):
+            lines += [f"Rule: {r['rule']}", ""]
+        lines.append(f"**{outcome_of(r).capitalize()}.** {r['verdict']}")
+    return "\n".join(lines) + "\n"
+
+
+def render_report(paths: list[Path], output: Path) -> int:
+    """Write the report of every experiment found under ``paths`` to ``output`` (HTML, or a
+    Markdown summary without figures when ``output`` ends in ``.md``); returns how many."""
+    records = sorted_records(paths)
+    if output.suffix == ".md":
+        atomic_write_text(output, render_markdown(records))
+        return len(records)
     summary = render_table({
         "title": "Summary",
         "columns": ["experiment", "claim", "outcome", "budget", "seeds", "seconds"],
