@@ -6,16 +6,18 @@ density learns a transform ``z = f(x)`` that carries the data onto ``N(0, I)``, 
 
 Trained: every flow of densitylab that takes continuous 2D vectors, on each toy of the budget
 (``moons``, ``eight-gaussians``, ``checkerboard``, ``rings``; ``moons`` alone for the tests; the
-full budget adds ``spirals`` and ``smiley``), for a fixed number of seconds each:
+full budget adds ``spirals`` and ``smiley``), for a fixed number of optimizer steps per flow and
+several seeds:
 
 - ``realnvp_vector``: RealNVP's affine couplings with alternating (even / odd coordinate) masks
   and ActNorm, the flow of the RealNVP paper's 2D figures.
 - ``glow_vector``: Glow-style steps (ActNorm, an LU-decomposed invertible linear map, Glow's
   affine coupling).
 - ``maf``: masked autoregressive flow, affine MADE transforms in alternating orders.
-- ``ffjord``: a continuous normalizing flow (dopri5 at tolerance 1e-3 instead of FFJORD's 1e-5,
-  twice the steps per second; exact trace in 2D); it is slow, so it gets fewer seconds than the
-  others (the table of models says how many).
+- ``ffjord``: FFJORD's 2D model, a continuous normalizing flow whose dynamics are a concat-squash
+  MLP of 3 x 64 tanh units, exact trace in 2D (:data:`FFJORD_OPTIONS` gives the solver); each step
+  solves an ODE, so it gets fewer steps than the others (the table of models says how many, and
+  the mean function evaluations per training step).
 
 The runs are short (a few hundred to a few thousand steps), so each flow trains at a higher
 learning rate than its default, with 20 warm-up steps (see :data:`MODELS`).
@@ -30,8 +32,9 @@ projection ``u.z`` against ``N(0, 1)``; the larger of the two is the latent's Ga
 Its mean and the distance of its covariance to the identity are listed too, and the same
 numbers for 5,000 true ``N(0, I)`` draws show the sampling noise floor (about 0.01-0.02).
 
-Verdict: reproduced when every latent's gap is at most ``CLOSE`` = 0.05 (its CDFs, radial and
-along every direction tried, are within 5 percentage points of the Gaussian's).
+Verdict: the threshold rule (:mod:`densitylab.experiments.verdict`) on every (flow, toy) pair's
+gap over the seeds: ``mean + 2 SE`` below ``CLOSE`` = 0.05 (its CDFs, radial and along every
+direction tried, within 5 percentage points of the Gaussian's); every pair must pass.
 """
 
 from __future__ import annotations
