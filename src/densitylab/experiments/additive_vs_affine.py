@@ -53,8 +53,9 @@ def run_additive_vs_affine(out: Path, budget: str, seed: int) -> dict[str, Any]:
             for arm, (model, options) in ARMS.items():
                 arms[arm].append(train_run(out / toy / f"seed{s}" / arm, model, toy, steps, s,
                                            options, batch_size=BATCH_SIZE, sample_count=0,
-                                           eval_every=10**9, checkpoint_every=10**9, threads=1,
-                                           lr=3e-3, warmup_steps=20))
+                                           test_images=None, eval_every=10**9,
+                                           checkpoint_every=10**9, threads=1, lr=3e-3,
+                                           warmup_steps=20))
         found = paired_comparison(rule, arms, budget, score="test_nats_per_dim", title=(
             f"{toy}: test nats/dim after {steps} steps (batch {BATCH_SIZE}, lr 3e-3), one run per "
             "seed and coupling"))

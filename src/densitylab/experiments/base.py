@@ -26,6 +26,7 @@ CPU: every experiment in under 90 minutes), ``full`` (a GPU; ten times ``small``
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -181,24 +182,35 @@ def seed_list(budget: str, first: int) -> list[int]:
     return [first + k for k in range(SEED_COUNT[budget])]
 
 
+@functools.lru_cache(maxsize=32)
+def train_size(data: str) -> int:
+    """Training examples of a named dataset (loaded once per process: some take seconds)."""
+    from densitylab.data import load_dataset
+
+    return len(load_dataset(data).train)
+
+
 def epochs_for(steps: int, data: str, batch_size: int, n_bits: int | None = None) -> float:
     """The ``epochs`` setting that makes the Trainer stop after exactly ``steps`` steps (it runs
     ``ceil(epochs * steps_per_epoch)``; half a step below keeps float rounding from adding one)."""
-    from densitylab.data import load_dataset
-
-    per_epoch = len(load_dataset(data, n_bits).train) // batch_size
+    per_epoch = train_size(data) // batch_size
     if per_epoch < 1:
         raise DensitylabError(f"{data} has fewer training examples than one batch of {batch_size}")
     return (steps - 0.5) / per_epoch
 
 
+TEST_IMAGES = 1000  # the final score of a run: its first test images (the same for every arm)
+
+
 def train_run(out: Path, model: str, data: str, steps: int, seed: int = 0,
               model_config: dict[str, Any] | None = None, batch_size: int = 64,
-              n_bits: int | None = None, **options: Any) -> dict[str, Any]:
+              n_bits: int | None = None, test_images: int | None = TEST_IMAGES,
+              **options: Any) -> dict[str, Any]:
     """Train ``model`` on ``data`` for exactly ``steps`` optimizer steps into ``out`` (a run
-    directory, replaced if it exists) through the one Trainer; returns its ``results.json`` plus
-    ``curve`` (the logged ``(train seconds, train loss, step)`` and ``(step, test loss)`` points)
-    and ``images_per_s`` (images per second of optimizer steps)."""
+    directory, replaced if it exists) through the one Trainer, and score it on the first
+    ``test_images`` test images (``None``: the whole test split); returns its ``results.json``
+    plus ``curve`` (the logged ``(train seconds, train loss, step)`` and ``(step, test loss)``
+    points) and ``images_per_s`` (images per second of optimizer steps)."""
     from densitylab.train.trainer import Trainer
 
     config = RunConfig(model=model, model_config=model_config or {}, data=data, n_bits=n_bits,
@@ -206,9 +218,19 @@ def train_run(out: Path, model: str, data: str, steps: int, seed: int = 0,
                        batch_size=batch_size, **options)
     with threads():  # the Trainer sets the thread count for the whole process
         trainer = Trainer(config.validate(), out, force=True, progress=False)
+        if test_images is not None:  # the final score on a fixed subset (the whole split is slow)
+            trainer.data = first_test_images(trainer.data, test_images)
         results = trainer.fit()
     return {**results, "curve": read_curve(out / "metrics.jsonl"),
             "images_per_s": results["steps"] * batch_size / max(results["train_seconds"], 1e-9)}
+
+
+def first_test_images(data: Any, n: int) -> Any:
+    """``data`` (an ``ImageData``) with its test split cut to its first ``n`` examples."""
+    import dataclasses
+
+    labels = data.test_labels[:n] if data.test_labels is not None else None
+    return dataclasses.replace(data, test=data.test[:n], test_labels=labels)
 
 
 def read_curve(path: Path) -> dict[str, list[list[float]]]:

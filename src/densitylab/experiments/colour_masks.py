@@ -39,6 +39,7 @@ from densitylab.viz.grid import save_grid
 
 CHANNELS = ("R", "G", "B")
 SIZE = 9
+SAMPLES = {"tiny": 4, "small": 36, "full": 64}
 TINY_OPTIONS = {"hidden_channels": 12, "n_residual_blocks": 1, "output_hidden": 12, "first_kernel": 5}
 
 
@@ -131,8 +132,9 @@ def run_colour_masks(out: Path, budget: str, seed: int) -> dict[str, Any]:
                               sample_count=0, eval_every=10**9, checkpoint_every=10**9))
         if s == seeds[0]:
             model, _ = model_from_checkpoint(run_dir / "model.safetensors")
-            samples = model.eval().sample(36, generator=torch.Generator().manual_seed(s))
-            save_grid(out / "samples.png", samples, model.levels, nrow=6)
+            n = SAMPLES[budget]
+            samples = model.eval().sample(n, generator=torch.Generator().manual_seed(s))
+            save_grid(out / "samples.png", samples, model.levels, nrow=int(n**0.5))
     scores = [r["test_bits_per_dim"] for r in runs]
     save_seed_plot(out / "bits_per_dim.png", {"pixelcnn": scores}, "test bits/dim",
                    f"colored-mnist, 4 levels per channel, {steps} steps")
@@ -168,7 +170,7 @@ def run_colour_masks(out: Path, budget: str, seed: int) -> dict[str, Any]:
             figure("channel_dependencies.png", "Which sub-pixels each output channel of the centre "
                    "pixel depends on (untrained PixelCNN, exact autograd): an input pixel is drawn "
                    "in the colour of the channels seen (white: all three)."),
-            figure("samples.png", f"36 samples of the first seed's PixelCNN on {data} "
+            figure("samples.png", f"{SAMPLES[budget]} samples of the first seed's PixelCNN on {data} "
                    "(4 levels per channel)."),
             figure("bits_per_dim.png", "Test bits/dim of every seed, with the mean +- sd."),
         ],

@@ -100,15 +100,17 @@ def crossed(pending: list[float], fraction: float) -> int:
 def train_with_snapshots(out: Path, model: str, data: str, steps: int, seed: int,
                          model_config: dict[str, Any], eval_images: int, threads: int | None = None,
                          samples: int = SAMPLES, n_bits: int | None = None,
-                         batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+                         batch_size: int = BATCH_SIZE, curve_images: int | None = None
+                         ) -> dict[str, Any]:
     """One training run of exactly ``steps`` optimizer steps into ``out``; returns its results
     (the final score on the first ``eval_images`` test images) plus ``test_curve`` (``[[step,
-    test bits/dim on eval_images, train seconds], ...]``), ``curve`` (the logged training losses),
-    ``images_per_s`` and ``grids``: ``[(step, samples (N, C, H, W))]`` at a third, two thirds and
-    the end of training (none when ``samples`` is 0)."""
+    test bits/dim on the first curve_images (default: eval_images), train seconds], ...]``),
+    ``curve`` (the logged training losses), ``images_per_s`` and ``grids``: ``[(step, samples
+    (N, C, H, W))]`` at a third, two thirds and the end of training (none when ``samples`` is
+    0)."""
     config = RunConfig(model=model, model_config=model_config, data=data, n_bits=n_bits,
                        epochs=epochs_for(steps, data, batch_size, n_bits), seed=seed,
-                       batch_size=batch_size, eval_images=eval_images,
+                       batch_size=batch_size, eval_images=curve_images or eval_images,
                        eval_every=10**9, sample_count=0,  # tests and samples: done here instead
                        threads=threads)
     with restored_threads():  # the Trainer sets the thread count for the whole process
@@ -190,13 +192,15 @@ def coordinates_experiment(out: Path, budget: str, seed: int, model: str,
     for setting in settings:
         data, steps, name = setting.data[budget], setting.steps[budget], setting.label(budget)
         eval_images = min(setting.eval_images, 64) if budget == "tiny" else setting.eval_images
+        curve_images = min(eval_images, CURVE_IMAGES)
         arms: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
         for k, s in enumerate(seeds):
             for label, coords in VARIANTS:
                 arms[label].append(train_with_snapshots(
                     out / setting.key / f"seed{s}" / f"coords_{label}", model, data, steps, s,
                     {**config, "coords": coords}, eval_images, threads,
-                    samples=SAMPLES if k == 0 else 0, n_bits=setting.n_bits))
+                    samples=SAMPLES if k == 0 else 0, n_bits=setting.n_bits,
+                    curve_images=curve_images))
         rule = PairedRule("test bits/dim", "with", "without", min_relative=MIN_RELATIVE,
                           min_steps=MIN_STEPS)
         found = paired_comparison(rule, arms, budget, title=(
@@ -214,7 +218,7 @@ def coordinates_experiment(out: Path, budget: str, seed: int, model: str,
         save_band_plot(out / f"{setting.key}_test_curves.png",
                        {f"{label} coordinates": [r["test_curve"] for r in runs]
                         for label, runs in arms.items()},
-                       "step", f"test bits/dim (first {eval_images} test images)",
+                       "step", f"test bits/dim (first {curve_images} test images)",
                        f"{model}, {name}: mean +- sd over {len(seeds)} seeds")
         save_seed_plot(out / f"{setting.key}_final.png", found["values"], "test bits/dim",
                        f"{model}, {name}, after {steps} steps")
@@ -259,6 +263,7 @@ def coordinates_experiment(out: Path, budget: str, seed: int, model: str,
     }
 
 
+CURVE_IMAGES = 256  # the test curve's points: the first test images
 MIN_RELATIVE = 0.10  # "drastically" / "needs ... to work": at least 10% fewer bits/dim
 MIN_STEPS = 100
 # The course's binarized-MNIST results (20 epochs, test bits/dim) for the models it compared.
@@ -279,8 +284,8 @@ def settings_for(rnn_like: dict[str, int], fashion: dict[str, int]) -> tuple[Set
 @experiment("rnn-coords", "An RNN over pixels improves drastically when each step is also given "
             "the pixel's (row, column)")
 def run_rnn_coords(out: Path, budget: str, seed: int) -> dict[str, Any]:
-    settings = settings_for({"tiny": 8, "small": 300, "full": 3000},
-                            {"tiny": 8, "small": 150, "full": 1500})
+    settings = settings_for({"tiny": 8, "small": 200, "full": 2000},
+                            {"tiny": 8, "small": 100, "full": 1000})
     options = {"tiny": {"hidden_size": 16}}
     return coordinates_experiment(out, budget, seed, "rnn", settings, options, COURSE["rnn"])
 
@@ -290,7 +295,7 @@ def run_wavenet_coords(out: Path, budget: str, seed: int) -> dict[str, Any]:
     # the default receptive field, 256 steps, is about a third of a 28x28 image; at tiny (8x8)
     # 4 layers give 16 of the 64 steps
     settings = settings_for({"tiny": 8, "small": 200, "full": 2000},
-                            {"tiny": 8, "small": 150, "full": 1500})
+                            {"tiny": 8, "small": 100, "full": 1000})
     options = {"tiny": {"residual_channels": 8, "skip_channels": 8, "output_hidden": 8,
                         "layers_per_block": 4}}
     return coordinates_experiment(out, budget, seed, "wavenet", settings, options,

@@ -233,8 +233,9 @@ def run_flow_2d(out: Path, budget: str, seed: int) -> dict[str, Any]:
             for s in seeds:
                 run_dir = out / model_name / toy / f"seed{s}"
                 run = train_run(run_dir, model_name, toy, steps, s, spec.options,
-                                batch_size=BATCH_SIZE, sample_count=0, eval_every=10**9,
-                                checkpoint_every=10**9, threads=1, **spec.run_options)
+                                batch_size=BATCH_SIZE, sample_count=0, test_images=None,
+                                eval_every=10**9, checkpoint_every=10**9, threads=1,
+                                **spec.run_options)
                 model, _ = model_from_checkpoint(run_dir / "model.safetensors")
                 view = inspect_flow(model, test, grid, n_samples, s)
                 stats = gaussianity(view["latent"])

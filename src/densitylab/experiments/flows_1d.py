@@ -214,7 +214,7 @@ def run_flow_1d(out: Path, budget: str, seed: int) -> dict[str, Any]:
         for s in seeds:
             with threads(1):
                 run = train_run(out / name / f"seed{s}", "cdf1d", name, steps, s, options,
-                                batch_size=256, threads=1, sample_count=0,
+                                batch_size=256, threads=1, sample_count=0, test_images=None,
                                 checkpoint_every=10**6, eval_every=10**6)
             model, _ = model_from_checkpoint(out / name / f"seed{s}" / "model.safetensors")
             model.eval()
