@@ -157,8 +157,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     from densitylab.experiments import EXPERIMENTS, experiment_names
 
     print("experiments:")
+    width = max(map(len, experiment_names()))
     for name in experiment_names():
-        print(f"  {name:<16} {EXPERIMENTS[name].claim}")
+        print(f"  {name:<{width}} {EXPERIMENTS[name].claim}")
     return 0
 
 

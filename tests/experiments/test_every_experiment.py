@@ -35,3 +35,13 @@ def test_rnn_coords_at_the_tiny_budget_says_inconclusive(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("rnn-coords: inconclusive")
     record = json.loads((tmp_path / "results.json").read_text())
     assert len(set(record["steps"].values())) == 1, "every arm trains the same number of steps"
+
+
+def test_list_shows_every_experiment_with_its_claim(capsys):
+    from densitylab.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out.split("experiments:")[1]
+    for name in ("variational-dequantization", "logistic-vs-softmax", "colour-masks",
+                 "additive-vs-affine", "glow-permutation", "ffjord-trace", *EXPERIMENTS):
+        assert f"  {name} " in out and EXPERIMENTS[name].claim in out
