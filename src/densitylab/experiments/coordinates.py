@@ -48,6 +48,7 @@ from densitylab.experiments.base import (
     save_seed_plot,
     seed_list,
     table,
+    train_size,
 )
 from densitylab.experiments.base import threads as restored_threads
 from densitylab.experiments.verdict import PairedRule
@@ -241,8 +242,9 @@ def coordinates_experiment(out: Path, budget: str, seed: int, model: str,
                                     found["tables"][0]["rows"][list(arms).index(label)][1],
                                     found["tables"][0]["rows"][list(arms).index(label)][2], steps])
     tables.append(table(
-        "The course's numbers (binarized MNIST, 60,000 images, 20 epochs) beside ours (binarized "
-        "mnist5k, 4,000 images, the steps given); both in test bits/dim",
+        "The course's numbers (binarized MNIST, 60,000 images, 20 epochs) beside ours "
+        f"({settings[0].label(budget)}, {train_size(settings[0].data[budget]):,} training images, "
+        "the steps given); both in test bits/dim",
         ["model", "course", "densitylab (mean)", "densitylab (sd)", "densitylab steps"],
         course_rows + [[name, value, None, None, None] for name, value in COURSE_OTHERS.items()]))
     main = settings[0]
