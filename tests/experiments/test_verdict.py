@@ -126,3 +126,22 @@ def test_check_record_refuses_reproduced_at_tiny_and_too_few_seeds(tmp_path):
         check_record(record(outcome="yes"), tmp_path)
     with pytest.raises(ValueError, match="'rule'"):
         check_record({k: v for k, v in record().items() if k != "rule"}, tmp_path)
+
+
+def test_paired_comparison_builds_the_tables_and_the_outcome_from_the_runs():
+    from densitylab.experiments.base import paired_comparison
+
+    def runs(values):
+        return [{"score": v, "steps": 300, "train_seconds": 10.0, "images_per_s": 640.0,
+                 "parameters": 7} for v in values]
+
+    arms = {"with": runs([3.0, 3.1, 2.9]), "without": runs([3.5, 3.7, 3.3])}
+    rule = PairedRule("bits/dim", "with", "without", min_relative=0.10, min_steps=100)
+    found = paired_comparison(rule, arms, "small", score="score")
+    assert found["gains"] == pytest.approx([0.5, 0.6, 0.4])
+    assert found["outcome"] == REPRODUCED  # mean gain 0.5 > 2 * 0.0577 and >= 10% of 3.5
+    arm_table, gain_table = found["tables"]
+    assert arm_table["rows"][0][:5] == ["with", 3.0, 0.1, "3.0000, 3.1000, 2.9000", 300]
+    assert gain_table["rows"][0][:4] == ["without - with", 0.5, 0.1, round(0.1 / math.sqrt(3), 4)]
+    assert "paired gain 0.5000 +- 0.1000 (+14.3% of without)" in found["summary"]
+    assert paired_comparison(rule, arms, "tiny", score="score")["outcome"] == TOO_SMALL
