@@ -61,6 +61,14 @@ def plus_minus(values: Sequence[float], digits: int = 3) -> str:
     return f"{mean:.{digits}f} +- {sd:.{digits}f}"
 
 
+def small_budget_text(min_steps: int, who: str) -> str:
+    """The sentence of the budget guard."""
+    if min_steps:
+        return (f"Inconclusive (budget too small) when {who} trained fewer than {min_steps} steps, "
+                "and always at the tiny budget (a smoke test).")
+    return "Inconclusive (budget too small) always at the tiny budget (a smoke test)."
+
+
 def guard(budget: str, steps: Sequence[int] = (), min_steps: int = 0) -> str | None:
     """The outcome forced before any rule (tiny budget, too few steps), or ``None``."""
     if budget == SMOKE_BUDGET or any(s < min_steps for s in steps):
@@ -88,10 +96,11 @@ class PairedRule:
                  f"{self.min_relative:.0%}" if self.min_relative else "")
         return (f"Per seed, the gain is {gain} in {self.measure} (same seed, same number of "
                 f"optimizer steps). Reproduced when the mean gain exceeds twice its standard error "
-                f"(SE = sd / sqrt(seeds)){size}; direction only when it exceeds 2 SE but not the "
-                f"size; not reproduced when it is below -2 SE{short}; otherwise inconclusive. "
-                f"Inconclusive (budget too small) when an arm trained fewer than {self.min_steps} "
-                f"steps, and always at the tiny budget (a smoke test).")
+                f"(SE = sd / sqrt(seeds)){size}; "
+                + ("direction only when it exceeds 2 SE but not the size; " if self.min_relative
+                   else "")
+                + f"not reproduced when it is below -2 SE{short}; otherwise inconclusive. "
+                + small_budget_text(self.min_steps, "an arm"))
 
     def gains(self, better: Sequence[float], other: Sequence[float]) -> list[float]:
         if len(better) != len(other):
@@ -137,9 +146,8 @@ class ThresholdRule:
         edge = "mean + 2 SE" if self.below else "mean - 2 SE"
         return (f"Reproduced when {self.measure}, over the seeds, is {side} {self.threshold:g} with "
                 f"its {edge} (SE = sd / sqrt(seeds)); not reproduced when the other end of that "
-                f"interval is on the wrong side; otherwise inconclusive. Inconclusive (budget too "
-                f"small) when a run trained fewer than {self.min_steps} steps, and always at the "
-                f"tiny budget (a smoke test).")
+                f"interval is on the wrong side; otherwise inconclusive. "
+                + small_budget_text(self.min_steps, "a run"))
 
     def judge(self, values: Sequence[float], budget: str, steps: Sequence[int] = ()) -> str:
         forced = guard(budget, steps, self.min_steps)
