@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test lint bench docs clean
+.PHONY: setup demo test lint bench docs results clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,15 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_docs.py
+
+# Every experiment at the small budget (under 90 minutes on 2 cores), its HTML report, and the
+# committed record: docs/results/NAME/results.json and the Markdown summary generated from them.
+results: $(STAMP)
+	$(BIN)/densitylab experiment all --budget small --out results
+	$(BIN)/densitylab report results -o results/report.html
+	for f in results/*/results.json; do d=docs/results/$$(basename $$(dirname $$f)); \
+		mkdir -p $$d && cp $$f $$d/; done
+	$(BIN)/densitylab report docs/results -o docs/results/summary.md
 
 clean:
 	rm -rf demo_runs .pytest_cache

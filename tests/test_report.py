@@ -51,7 +51,7 @@ def test_every_image_loads_and_every_table_has_numbers_in_a_browser(report):
     widths = [int(w) for w in re.findall(r'data-width="(\d+)"', dom)]
     assert widths and all(w > 0 for w in widths), f"an image did not load: widths {widths}"
     counts = [int(n) for n in re.findall(r'data-numbers="(\d+)"', dom)]
-    assert len(counts) == 1 + 2 and all(n > 0 for n in counts)  # the summary + the experiment's two
+    assert len(counts) == 1 + 3 and all(n > 0 for n in counts)  # the summary + the experiment's three
 
 
 def test_report_is_self_contained_and_states_how_to_reproduce(report):
@@ -68,3 +68,22 @@ def test_report_errors_are_one_line(tmp_path):
     (tmp_path / "bad" / "results.json").write_text("{not json")
     with pytest.raises(DensitylabError, match="not a readable results.json"):
         render_report([tmp_path / "bad"], tmp_path / "r.html")
+
+
+def test_report_states_the_rule_before_the_result(report):
+    import html
+
+    page = (report / "report.html").read_text()
+    record = json.loads((report / "rf" / "results.json").read_text())
+    rule, verdict = page.find(html.escape(record["rule"])), page.find(html.escape(record["verdict"]))
+    assert 0 <= rule < verdict
+    assert "Inconclusive (budget too small)." in page  # the tiny budget never reads as reproduced
+
+
+def test_markdown_summary_reads_every_number_from_the_results(report):
+    out = report / "summary.md"
+    assert main(["report", str(report / "rf"), "-o", str(out)]) == 0
+    text = out.read_text()
+    record = json.loads((report / "rf" / "results.json").read_text())
+    assert "| `receptive-field` | inconclusive (budget too small) | tiny | 2 | 4 |" in text
+    assert f"Rule: {record['rule']}" in text and record["verdict"] in text

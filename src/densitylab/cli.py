@@ -483,8 +483,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     for name in names:
         target = out / name if args.name == "all" else out
         record = run_experiment(name, target, args.budget, args.seed)
-        verdict = {True: "reproduced", False: "NOT reproduced", None: "see the figures"}[record["reproduced"]]
-        print(f"{name}: {verdict}: {record['verdict']} ({target})", flush=True)
+        print(f"{name}: {record['outcome']}: {record['verdict']} ({target})", flush=True)
     return 0
 
 

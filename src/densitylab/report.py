@@ -29,6 +29,7 @@ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; 
 h1 { font-size: 1.7em; } h2 { margin-top: 2.2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
 .claim { font-style: italic; }
 .verdict { padding: .6em .9em; border-radius: 6px; background: #f3f3f3; }
+.rule { font-size: .92em; color: #333; border-left: 3px solid #bbb; padding-left: .7em; }
 .yes { background: #e5f4e8; } .no { background: #fbe9e7; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; }
@@ -40,7 +41,14 @@ figcaption { font-size: .9em; color: #555; }
 """
 
 
-VERDICT_WORD = {True: "yes", False: "no", None: "figures"}
+OUTCOME_CLASS = {"reproduced": "yes", "not reproduced": "no"}  # the others: grey
+
+
+def outcome_of(record: dict[str, Any]) -> str:
+    """The record's outcome (records written before outcomes existed: from ``reproduced``)."""
+    if isinstance(record.get("outcome"), str):
+        return record["outcome"]
+    return {True: "reproduced", False: "not reproduced"}.get(record.get("reproduced"), "measurement")
 
 
 def find_results(paths: list[Path]) -> list[Path]:
@@ -130,13 +138,13 @@ def embed(path: Path) -> str:
 
 def render_section(record: dict[str, Any], directory: Path) -> str:
     name = html.escape(record["experiment"])
-    reproduced = record.get("reproduced")
-    status = {True: ("yes", "reproduced"), False: ("no", "not reproduced at this budget"),
-              None: ("", "see the figures")}[reproduced]
+    outcome = outcome_of(record)
     parts = [f'<section id="{name}"><h2>{name}</h2>',
-             f'<p class="claim">Claim: {html.escape(record["claim"])}</p>',
-             f'<p class="verdict {status[0]}"><b>{status[1].capitalize()}.</b> '
-             f'{html.escape(record["verdict"])}</p>']
+             f'<p class="claim">Claim: {html.escape(record["claim"])}</p>']
+    if record.get("rule"):  # the rule comes before the result
+        parts.append(f'<p class="rule"><b>Verdict rule.</b> {html.escape(record["rule"])}</p>')
+    parts.append(f'<p class="verdict {OUTCOME_CLASS.get(outcome, "")}"><b>'
+                 f'{html.escape(outcome.capitalize())}.</b> {html.escape(record["verdict"])}</p>')
     parts += [render_table(t) for t in record.get("tables", [])]
     for fig in record.get("figures", []):
         path = directory / fig["file"]
@@ -146,28 +154,61 @@ def render_section(record: dict[str, Any], directory: Path) -> str:
         parts.append(f'<figure><img src="{embed(path)}" alt="{html.escape(fig["caption"])}">'
                      f'<figcaption>{html.escape(fig["caption"])}</figcaption></figure>')
     parts.append(
-        f'<p class="meta">Budget <b>{html.escape(str(record.get("budget")))}</b>, seed '
-        f'{html.escape(str(record.get("seed")))}, data: {html.escape(str(record.get("data")))}; '
+        f'<p class="meta">Budget <b>{html.escape(str(record.get("budget")))}</b>, seeds '
+        f'{html.escape(str(record.get("seeds", record.get("seed"))))}, '
+        f'data: {html.escape(str(record.get("data")))}; '
         f'took {record.get("elapsed_s", 0):.0f} s. Reproduce: '
         f'<code>{html.escape(str(record.get("command")))}</code></p></section>')
     return "\n".join(parts)
 
 
-def render_report(paths: list[Path], output: Path) -> int:
-    """Write the report of every experiment and training run found under ``paths`` to ``output``;
-    returns how many it holds."""
+def sorted_records(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
+    """Every record under ``paths`` with its directory: experiments in the course's order, then
+    training runs."""
     records = [(load_record(p), p.parent) for p in find_results(paths)]
+    order = {name: k for k, name in enumerate(experiment_names())}  # the course's order
+    records.sort(key=lambda item: order.get(item[0].get("experiment", ""), len(order)))
+    return records
+
+
+def render_markdown(records: list[tuple[dict[str, Any], Path]]) -> str:
+    """A Markdown summary (for README and docs): one row per experiment with its outcome, seeds,
+    steps per arm and minutes, then each experiment's rule and verdict; every number read from the
+    ``results.json`` files."""
+    lines = ["| experiment | outcome | budget | seeds | steps per arm | minutes |",
+             "| --- | --- | --- | ---: | --- | ---: |"]
+    for r, _ in records:
+        steps = sorted(set(r.get("steps", {}).values()))
+        lines.append("| " + " | ".join([
+            f"`{r['experiment']}`", outcome_of(r), str(r.get("budget")),
+            str(len(r.get("seeds", [r.get("seed")]))),
+            ", ".join(f"{s:,}" for s in steps) or "-", f"{r.get('elapsed_s', 0.0) / 60:.1f}"]) + " |")
+    for r, _ in records:
+        lines += ["", f"### `{r['experiment']}`", "", f"Claim: {r['claim']}", ""]
+        if r.get("rule"):
+            lines += [f"Rule: {r['rule']}", ""]
+        lines.append(f"**{outcome_of(r).capitalize()}.** {r['verdict']}")
+    return "\n".join(lines) + "\n"
+
+
+def render_report(paths: list[Path], output: Path) -> int:
+    """Write the report of every experiment and training run found under ``paths`` to ``output``
+    (HTML, or for experiments a Markdown summary without figures when ``output`` ends in
+    ``.md``); returns how many records it holds."""
+    records = sorted_records(paths)
     runs = [(r, d) for r, d in records if is_run(r)]
     experiments = [(r, d) for r, d in records if not is_run(r)]
-    order = {name: k for k, name in enumerate(experiment_names())}  # the course's order
-    experiments.sort(key=lambda item: order.get(item[0]["experiment"], len(order)))
+    if output.suffix == ".md":
+        atomic_write_text(output, render_markdown(experiments))
+        return len(experiments)
     parts = []
     if experiments:
         parts.append(render_table({
             "title": "Summary",
-            "columns": ["experiment", "claim", "reproduced", "budget", "seconds"],
-            "rows": [[r["experiment"], r["claim"], VERDICT_WORD.get(r.get("reproduced"), "figures"),
-                      r.get("budget"), float(r.get("elapsed_s", 0.0))] for r, _ in experiments],
+            "columns": ["experiment", "claim", "outcome", "budget", "seeds", "seconds"],
+            "rows": [[r["experiment"], r["claim"], outcome_of(r), r.get("budget"),
+                      len(r.get("seeds", [r.get("seed")])), float(r.get("elapsed_s", 0.0))]
+                     for r, _ in experiments],
         }))
     if runs:
         parts.append(render_runs(runs))

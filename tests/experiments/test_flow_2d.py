@@ -14,7 +14,6 @@ from densitylab.experiments.flow_2d import (
     ks_distance,
     radius_ks,
     sliced_ks,
-    verdict_sentence,
 )
 from densitylab.models.registry import data_kind_problem
 
@@ -77,13 +76,3 @@ def test_an_identity_flow_gives_the_gaussian_density_and_the_data_as_latent():
     centre = view["density"][29:31, 29:31]
     assert torch.allclose(centre, torch.full_like(centre, 1 / (2 * math.pi)), rtol=0.01)
     assert view["samples"].shape == (300, 2)
-
-
-def test_verdict_lists_the_latents_that_are_not_close():
-    close = {"gap": CLOSE / 2}
-    sentence, ok = verdict_sentence({("moons", "maf"): close, ("rings", "maf"): close}, 0.02)
-    assert ok and "2 of 2" in sentence and "holds" in sentence
-    sentence, ok = verdict_sentence({("moons", "maf"): close, ("rings", "nice"): {"gap": 0.3}}, 0.02)
-    assert not ok and "1 of 2" in sentence and "nice on rings (0.300)" in sentence
-    _, ok = verdict_sentence({("moons", "maf"): {"gap": float("nan")}}, 0.02)
-    assert not ok

@@ -40,12 +40,12 @@ def test_ranking_puts_the_lowest_bits_per_dim_first_and_failures_last():
     table = lb.table_rows(rows)
     assert [row[0] for row in table] == [1, 2, 3, None]
     assert [row[3] for row in table] == [2.5, 3.0, 3.5, None]
-    assert table[0][8] is None and table[0][-1] == "sampling failed: Y"
+    assert table[0][9] is None and table[0][-1] == "sampling failed: Y"
     assert all(len(row) == len(lb.COLUMNS) for row in table)
 
 
 def test_a_run_scores_the_trained_model_that_its_checkpoint_holds(tmp_path):
-    row = lb.measure(tmp_path / "run", "pixelcnn", "digits", 0.3, seed=0,
+    row = lb.measure(tmp_path / "run", "pixelcnn", "digits", 3, seed=0,
                      options=lb.TINY_OPTIONS["pixelcnn"], n_test=50, threads=1)
     assert row["error"] is None
     assert row["bound"] == "exact" and row["levels"] == 17 and row["test_images"] == 50
@@ -63,14 +63,14 @@ def test_a_run_scores_the_trained_model_that_its_checkpoint_holds(tmp_path):
 
 
 def test_binarized_flow_run_reports_the_dequantization_bound(tmp_path):
-    row = lb.measure(tmp_path / "run", "nice", "digits", 0.2, options=lb.TINY_OPTIONS["nice"], n_bits=1,
+    row = lb.measure(tmp_path / "run", "nice", "digits", 2, options=lb.TINY_OPTIONS["nice"], n_bits=1,
                      n_test=20, threads=1)
     assert row["error"] is None and row["bound"] == lb.FLOW_BOUND and row["levels"] == 2
     assert set(row["samples"].unique().tolist()) <= {0, 1}
 
 
 def test_a_failing_model_is_recorded_not_raised(tmp_path, monkeypatch):
-    row = lb.measure(tmp_path / "bad", "made", "digits", 0.2, options={"no_such_option": 1}, threads=1)
+    row = lb.measure(tmp_path / "bad", "made", "digits", 2, options={"no_such_option": 1}, threads=1)
     assert row["error"].startswith("training failed: DensitylabError") and "no_such_option" in row["error"]
     assert math.isnan(row["bits_per_dim"]) and row["samples"] is None
 
@@ -78,7 +78,7 @@ def test_a_failing_model_is_recorded_not_raised(tmp_path, monkeypatch):
         raise RuntimeError("sampler exploded")
 
     monkeypatch.setattr(lb, "draw", broken_draw)
-    row = lb.measure(tmp_path / "ok", "made", "digits", 0.2, options=lb.TINY_OPTIONS["made"], n_test=20,
+    row = lb.measure(tmp_path / "ok", "made", "digits", 2, options=lb.TINY_OPTIONS["made"], n_test=20,
                      threads=1)
     assert row["error"] == "sampling failed: RuntimeError: sampler exploded"
     assert math.isfinite(row["bits_per_dim"]), "a failed draw keeps the score"
@@ -96,24 +96,24 @@ def test_a_flow_that_overflows_at_temperature_one_is_sampled_at_glows_temperatur
         return torch.zeros(n, 1, 8, 8, dtype=torch.long), 0.25
 
     monkeypatch.setattr(lb, "draw", draw)
-    row = lb.measure(tmp_path / "run", "nice", "digits", 0.2, options=lb.TINY_OPTIONS["nice"], n_test=20,
+    row = lb.measure(tmp_path / "run", "nice", "digits", 2, options=lb.TINY_OPTIONS["nice"], n_test=20,
                      threads=1)
     assert temperatures == [1.0, lb.FALLBACK_TEMPERATURE]
     assert row["error"] is None and row["sample_temperature"] == 0.7
     assert row["sample_note"] == "at T = 1, 4 of 16 draws overflowed"
-    assert lb.table_rows([row])[0][9] == 0.7
+    assert lb.table_rows([row])[0][10] == 0.7
 
     def other_failure(*args, **kwargs):
         raise DensitylabError("something else")
 
     monkeypatch.setattr(lb, "draw", other_failure)
-    row = lb.measure(tmp_path / "run2", "nice", "digits", 0.2, options=lb.TINY_OPTIONS["nice"], n_test=20,
+    row = lb.measure(tmp_path / "run2", "nice", "digits", 2, options=lb.TINY_OPTIONS["nice"], n_test=20,
                      threads=1)
     assert row["error"] == "sampling failed: DensitylabError: something else"
 
 
 def fake_measure(scores, failing=()):
-    def measure(run_dir, model, data, train_seconds, seed=0, options=None, n_bits=None, n_test=None,
+    def measure(run_dir, model, data, steps, seed=0, options=None, n_bits=None, n_test=None,
                 threads=None):
         if threads:  # as the Trainer does: process-wide
             torch.set_num_threads(threads)
@@ -135,10 +135,11 @@ def test_verdict_names_the_best_model_of_each_table(tmp_path, monkeypatch):
     scores["wavenet"], scores["realnvp"] = 2.5, 2.4  # a flow wins the native table, wavenet the binary one
     monkeypatch.setattr(lb, "measure", fake_measure(scores))
     record = lb.run_leaderboard(tmp_path, "tiny", 0)
-    assert record["reproduced"] is True
-    assert "the best on digits, 17 levels is realnvp with 2.400 bits/dim (a dequantization bound" \
-        in record["verdict"]
-    assert "on the binarized images wavenet with 0.625 bits/dim (exact" in record["verdict"]
+    assert record["outcome"] == "measurement"
+    assert "the best mean on digits, 17 levels is realnvp with 2.400 bits/dim (a dequantization " \
+        "bound" in record["verdict"]
+    assert "on digits, binarized wavenet with 0.625 bits/dim (exact" in record["verdict"]
+    assert record["seeds"] == [0, 1] and set(record["steps"].values()) == {3}
     native, binary = record["tables"]
     assert [row[1] for row in native["rows"]][:2] == ["realnvp", "wavenet"]
     assert len(native["rows"]) == len(lb.image_models())
@@ -147,14 +148,14 @@ def test_verdict_names_the_best_model_of_each_table(tmp_path, monkeypatch):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_any_failure_means_not_reproduced_and_is_named(tmp_path, monkeypatch):
+def test_any_failure_is_counted_and_named(tmp_path, monkeypatch):
     scores = {name: 3.0 for name in lb.image_models()}
     monkeypatch.setattr(lb, "measure", fake_measure(scores, failing={"glow"}))
     torch.set_num_threads(2)
     record = lb.run_leaderboard(tmp_path, "tiny", 0)
     assert torch.get_num_threads() == 2, "the caller's thread count is restored"
-    assert record["reproduced"] is False
-    total = len(lb.image_models()) + sum(available_models()[n].family == "autoregressive"
-                                         for n in lb.image_models())
-    assert f"{total - 1} of {total} runs" in record["verdict"]
+    assert record["outcome"] == "measurement"
+    total = 2 * (len(lb.image_models()) + sum(available_models()[n].family == "autoregressive"
+                                              for n in lb.image_models()))  # two seeds
+    assert f"{total - 2} of {total} runs" in record["verdict"]  # glow failed in both seeds
     assert "glow: sampling failed: boom" in record["verdict"]

@@ -24,11 +24,13 @@ def test_blind_spot_is_the_hole_inside_the_seen_area():
 
 def test_experiment_command_writes_results_and_figure(tmp_path, capsys):
     assert main(["experiment", "receptive-field", "--budget", "tiny", "--out", str(tmp_path / "rf")]) == 0
-    assert "reproduced" in capsys.readouterr().out
+    assert "receptive-field: inconclusive (budget too small)" in capsys.readouterr().out
     results = json.loads((tmp_path / "rf" / "results.json").read_text())
-    assert results["reproduced"] is True
-    dependency, scores = results["tables"]
+    assert results["outcome"] == "inconclusive (budget too small)" and results["reproduced"] is None
+    assert "misses 10 earlier pixels" in results["verdict"]  # the exact part is measured anyway
+    dependency, scores, gain = results["tables"]
     assert len(dependency["rows"]) == 6
-    assert [row[0] for row in scores["rows"]] == ["pixelcnn", "gated_pixelcnn"]
+    assert [row[0] for row in scores["rows"]] == ["gated_pixelcnn", "pixelcnn"]
     assert all(0 < row[1] < math.log2(17) for row in scores["rows"])  # below the uniform model
+    assert results["steps"] == {"gated_pixelcnn": 4, "pixelcnn": 4} and results["seeds"] == [0, 1]
     assert (tmp_path / "rf" / "receptive_field.png").read_bytes()[:4] == b"\x89PNG"

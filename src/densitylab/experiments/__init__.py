@@ -10,11 +10,13 @@ import pkgutil
 from densitylab.experiments.base import BUDGETS, EXPERIMENTS, run_experiment
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if _module.name != "base":
+    if _module.name not in ("base", "verdict"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-ORDER = ["rnn-coords", "receptive-field", "wavenet-coords", "flow-1d", "af-vs-iaf", "dequantization",
-         "realnvp-masks", "flow-2d", "leaderboard", "made-orderings", "conditional"]
+ORDER = ["rnn-coords", "receptive-field", "wavenet-coords", "logistic-vs-softmax", "colour-masks",
+         "flow-1d", "af-vs-iaf", "dequantization", "variational-dequantization", "additive-vs-affine",
+         "realnvp-masks", "glow-permutation", "flow-2d", "ffjord-trace", "leaderboard",
+         "made-orderings", "conditional"]
 
 
 def experiment_names() -> list[str]:

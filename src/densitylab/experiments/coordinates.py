@@ -5,38 +5,53 @@ Claims (course notes): an RNN over the raster sequence of pixels "improves drast
 provide it with metadata on pixel position", and WaveNet on images "needs the pixel coordinates as
 metadata to work".
 
-What is trained: for each claim, the same model (``rnn`` or ``wavenet``, default size) is trained
-twice through the one Trainer, with ``coords=false`` and ``coords=true``, with the same seed, data
-(:func:`image_data`: Fashion-MNIST 8-bit, or 8x8 digits at the tiny budget), batch size,
-learning-rate schedule and training-time budget. The two runs differ only in the coordinates.
+What is trained: for each claim, the same model (``rnn`` or ``wavenet``, default size; small
+networks at the tiny budget) is trained with ``coords=false`` and ``coords=true``, for the same
+number of optimizer steps, with the same seeds (several: :func:`seed_list`), batch size and
+learning-rate schedule, in two settings:
 
-What is measured, all in exact test bits/dim:
+- **binarized mnist5k** -- the course's setting (it reports binarized MNIST after 20 epochs);
+  WaveNet's default receptive field (256 steps) is about a third of the 784-step sequence, so
+  without coordinates it cannot tell where in the image it is;
+- **8-bit Fashion-MNIST** -- densitylab's default image data.
 
-- a test curve: at fixed fractions (0, 1/8, ..., 1) of each run's training-time budget the
-  Trainer's model is scored on the first ``eval_images`` test images (the same images for both
-  runs), plotted against training seconds (evaluation and sampling time not counted);
-- the final score on the whole test split (``Trainer.finish``), steps, images/s and parameters;
-- samples at three points of the SAME run: the weights are copied when a third and two thirds of
-  the training time have been spent, and at the end; after training, each copy draws a grid with
-  the same seed (one run with one cosine schedule, not three runs of increasing length, so the
-  early grids show the model the final one grew from).
+What is measured, all in exact test bits/dim on the first test images (the same for every run):
+a test curve at fixed fractions (0, 1/8, ..., 1) of the steps, the final score, steps, train
+seconds and images/s (reported beside the step-matched result, not used by it), and samples of
+the first seed's runs at a third, two thirds and the end of training (copies taken during the
+same run, so the early grids show the model the final one grew from).
 
-Verdict: reproduced when the run with coordinates ends with the lower test bits/dim on the whole
-test split; the sentence gives both numbers and the gap.
+Verdict: the paired rule of :mod:`densitylab.experiments.verdict` on the binarized setting (the
+course's), as a claim of size: the gain must reach :data:`MIN_RELATIVE` (10%) of the bits/dim
+without coordinates. The other setting's outcome is reported beside it, and a table puts the
+course's numbers next to ours.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from densitylab.config import RunConfig
-from densitylab.experiments.base import experiment, figure, image_data, read_curve, seconds, table
+from densitylab.experiments.base import (
+    epochs_for,
+    experiment,
+    figure,
+    paired_comparison,
+    read_curve,
+    save_band_plot,
+    save_seed_plot,
+    seed_list,
+    table,
+    train_size,
+)
 from densitylab.experiments.base import threads as restored_threads
+from densitylab.experiments.verdict import PairedRule
 from densitylab.models.base import DensityModel
 from densitylab.train.files import atomic_write
 from densitylab.train.rundir import METRICS_FILE
@@ -45,6 +60,7 @@ from densitylab.train.trainer import Trainer
 EVAL_FRACTIONS = tuple(k / 8 for k in range(9))  # test points, as fractions of the training time
 SNAPSHOT_FRACTIONS = (1 / 3, 2 / 3)  # sample grids from these copies, and from the final model
 SAMPLES = 36
+BATCH_SIZE = 64
 VARIANTS = (("without", False), ("with", True))  # (label, coords)
 
 
@@ -58,7 +74,7 @@ class SnapshotTrainer(Trainer):
         super().__init__(config.validate(), out, force=True, progress=False)
         self.pending_evals = sorted(eval_fractions)
         self.pending_snapshots = sorted(snapshot_fractions)
-        self.test_curve: list[list[float]] = []  # [train seconds, test bits/dim, step]
+        self.test_curve: list[list[float]] = []  # [step, test bits/dim, train seconds]
         self.snapshots: list[tuple[int, DensityModel]] = []
 
     def done(self) -> bool:
@@ -66,7 +82,7 @@ class SnapshotTrainer(Trainer):
         fraction = self.progress_fraction()
         if crossed(self.pending_evals, fraction):  # one test even if a step crossed several points
             score = self.evaluate(self.config.eval_images)
-            self.test_curve.append([self.state.train_seconds, score, self.state.step])
+            self.test_curve.append([self.state.step, score, self.state.train_seconds])
         passed = crossed(self.pending_snapshots, fraction)
         if passed:
             snapshot = copy.deepcopy(self.model).eval()
@@ -83,22 +99,35 @@ def crossed(pending: list[float], fraction: float) -> int:
     return count
 
 
-def train_with_snapshots(out: Path, model: str, data: str, train_seconds: float, seed: int,
+def train_with_snapshots(out: Path, model: str, data: str, steps: int, seed: int,
                          model_config: dict[str, Any], eval_images: int, threads: int | None = None,
-                         samples: int = SAMPLES) -> dict[str, Any]:
-    """One training run into ``out``; returns its results plus ``test_curve`` (``[[train seconds,
-    test bits/dim on eval_images, step], ...]``), ``curve`` (the logged training losses) and
-    ``grids``: ``[(step, samples (N, C, H, W))]`` at a third, two thirds and the end of training."""
-    config = RunConfig(model=model, model_config=model_config, data=data,
-                       time_budget=f"{train_seconds}s", seed=seed, eval_images=eval_images,
+                         samples: int = SAMPLES, n_bits: int | None = None,
+                         batch_size: int = BATCH_SIZE, curve_images: int | None = None
+                         ) -> dict[str, Any]:
+    """One training run of exactly ``steps`` optimizer steps into ``out``; returns its results
+    (the final score on the first ``eval_images`` test images) plus ``test_curve`` (``[[step,
+    test bits/dim on the first curve_images (default: eval_images), train seconds], ...]``),
+    ``curve`` (the logged training losses), ``images_per_s`` and ``grids``: ``[(step, samples
+    (N, C, H, W))]`` at a third, two thirds and the end of training (none when ``samples`` is
+    0)."""
+    config = RunConfig(model=model, model_config=model_config, data=data, n_bits=n_bits,
+                       epochs=epochs_for(steps, data, batch_size, n_bits), seed=seed,
+                       batch_size=batch_size, eval_images=curve_images or eval_images,
                        eval_every=10**9, sample_count=0,  # tests and samples: done here instead
                        threads=threads)
     with restored_threads():  # the Trainer sets the thread count for the whole process
-        trainer = SnapshotTrainer(config, out, EVAL_FRACTIONS, SNAPSHOT_FRACTIONS)
-        results = trainer.fit()
-        models = [*trainer.snapshots, (results["steps"], trainer.model.eval())]
+        trainer = SnapshotTrainer(config, out, EVAL_FRACTIONS,
+                                  SNAPSHOT_FRACTIONS if samples else ())
+        trainer.train_loop()
+        score = trainer.evaluate(eval_images)
+        results = {"steps": trainer.state.step, "train_seconds": trainer.state.train_seconds,
+                   "parameters": sum(p.numel() for p in trainer.model.parameters()),
+                   "test_bits_per_dim": score, "shape": list(trainer.data.shape),
+                   "test_images": min(eval_images, len(trainer.data.test))}
+        models = [*trainer.snapshots, (results["steps"], trainer.model.eval())] if samples else []
         grids = [(step, draw(snapshot, samples, seed)) for step, snapshot in models]
     return {**results, "test_curve": trainer.test_curve, "grids": grids,
+            "images_per_s": results["steps"] * batch_size / max(results["train_seconds"], 1e-9),
             "receptive_field": getattr(trainer.model, "receptive_field", None),
             "levels": trainer.data.levels, "curve": read_curve(out / METRICS_FILE)}
 
@@ -108,10 +137,6 @@ def draw(model: DensityModel, n: int, seed: int) -> torch.Tensor:
     """``n`` samples of ``model`` from a generator seeded with ``seed`` (the same draws for every
     model), on the CPU."""
     return model.sample(n, generator=torch.Generator().manual_seed(seed)).cpu()
-
-
-def images_per_second(run: dict[str, Any], batch_size: int) -> float:
-    return run["steps"] * batch_size / max(run["train_seconds"], 1e-9)
 
 
 def plot_sample_grids(path: Path, runs: dict[str, dict[str, Any]], title: str) -> None:
@@ -141,79 +166,140 @@ def plot_sample_grids(path: Path, runs: dict[str, dict[str, Any]], title: str) -
     plt.close(fig)
 
 
-def verdict_sentence(model: str, data: str, train_seconds: float, final: dict[str, float]) -> str:
-    without, with_ = final["without"], final["with"]
-    gap = without - with_
-    direction = "lower" if gap > 0 else "higher" if gap < 0 else "equal"
-    outcome = "supports the claim" if gap > 0 else "does not support the claim"
-    return (f"Trained {train_seconds:g} s each on {data}, {model} with the pixel coordinates scores "
-            f"{with_:.3f} test bits/dim and without them {without:.3f}: {abs(gap):.3f} bits/dim "
-            f"({abs(gap) / without:.1%}) {direction} with coordinates, which {outcome} at this budget.")
+@dataclass(frozen=True)
+class Setting:
+    """One data setting of the experiment: a dataset at some levels, its steps and test images."""
+
+    key: str
+    data: dict[str, str]  # budget -> dataset
+    n_bits: int | None
+    steps: dict[str, int]  # budget -> steps per run
+    eval_images: int
+
+    def label(self, budget: str) -> str:
+        data = self.data[budget]
+        return f"binarized {data}" if self.n_bits == 1 else f"{data} (native levels)"
 
 
 def coordinates_experiment(out: Path, budget: str, seed: int, model: str,
-                           small_seconds: float, eval_images: int) -> dict[str, Any]:
-    """Train ``model`` with and without ``coords`` at the same budget; the shared experiment."""
-    from densitylab.viz.curves import save_line_plot
-
-    data, train_seconds = image_data(budget), seconds(budget, small=small_seconds)
-    eval_images = min(eval_images, 64) if budget == "tiny" else eval_images
-    # tiny (the tests): 8x8 images gain nothing from a second thread, and on a busy machine two
-    # threads made a step of these small networks up to 50x slower; other budgets: the default
-    threads = 1 if budget == "tiny" else None
-    runs = {label: train_with_snapshots(out / f"coords_{label}", model, data, train_seconds, seed,
-                                        {"coords": coords}, eval_images, threads)
-            for label, coords in VARIANTS}
-    final = {label: run["test_bits_per_dim"] for label, run in runs.items()}
-    save_line_plot(out / "test_curves.png",
-                   {f"{label} coordinates": run["test_curve"] for label, run in runs.items()},
-                   "training seconds", f"test bits/dim (first {eval_images} test images)",
-                   f"{model} on {data}: with and without the pixel coordinates")
-    plot_sample_grids(out / "samples.png", runs,
-                      f"{model} samples after a third, two thirds and all of the training time")
-    batch = RunConfig().batch_size
-    shape = runs["with"]["shape"]
-    rows = [[label, round(run["test_bits_per_dim"], 4), run["steps"],
-             round(images_per_second(run, batch), 1), run["parameters"]]
-            for label, run in runs.items()]
-    data_text = (f"{data}: {runs['with']['test_images']} test images of shape "
-                 f"{'x'.join(map(str, shape))}, {runs['with']['levels']} levels")
-    field = runs["with"]["receptive_field"]
-    if field is not None:
-        dim = math.prod(shape)
-        data_text += f"; {model}'s receptive field is {field} steps of the {dim}-step pixel sequence"
-    curve_rows = [[label, round(t, 1), step, round(bpd, 4)]
-                  for label, run in runs.items() for t, bpd, step in run["test_curve"]]
+                           settings: tuple[Setting, ...], options: dict[str, dict[str, Any]],
+                           course: dict[str, float]) -> dict[str, Any]:
+    """Train ``model`` with and without ``coords`` for the same steps and seeds in each setting;
+    the outcome is that of the first setting (the course's), the others are reported beside it."""
+    seeds = seed_list(budget, seed)
+    threads = 1 if budget == "tiny" else None  # tiny 8x8 networks: a second thread only contends
+    config = options.get(budget, options.get("small", {}))
+    tables, figures, outcomes, sentences, step_record = [], [], {}, [], {}
+    course_rows = []
+    for setting in settings:
+        data, steps, name = setting.data[budget], setting.steps[budget], setting.label(budget)
+        eval_images = min(setting.eval_images, 64) if budget == "tiny" else setting.eval_images
+        curve_images = min(eval_images, CURVE_IMAGES)
+        arms: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+        for k, s in enumerate(seeds):
+            for label, coords in VARIANTS:
+                arms[label].append(train_with_snapshots(
+                    out / setting.key / f"seed{s}" / f"coords_{label}", model, data, steps, s,
+                    {**config, "coords": coords}, eval_images, threads,
+                    samples=SAMPLES if k == 0 else 0, n_bits=setting.n_bits,
+                    curve_images=curve_images))
+        rule = PairedRule("test bits/dim", "with", "without", min_relative=MIN_RELATIVE,
+                          min_steps=MIN_STEPS)
+        found = paired_comparison(rule, arms, budget, title=(
+            f"{model}, {name}: test bits/dim on the first {eval_images} test images after "
+            f"{steps} steps (batch {BATCH_SIZE}), one run per seed and arm"))
+        outcomes[setting.key] = found["outcome"]
+        step_record.update({f"{setting.key}/{label}": steps for label in arms})
+        sentences.append(f"{name}: {found['summary']}: {found['outcome']}")
+        tables += found["tables"]
+        first = arms["with"][0]
+        field = first["receptive_field"]
+        if field is not None:
+            sentences[-1] += (f" (receptive field {field} of the {math.prod(first['shape'])}-step "
+                              "pixel sequence)")
+        save_band_plot(out / f"{setting.key}_test_curves.png",
+                       {f"{label} coordinates": [r["test_curve"] for r in runs]
+                        for label, runs in arms.items()},
+                       "step", f"test bits/dim (first {curve_images} test images)",
+                       f"{model}, {name}: mean +- sd over {len(seeds)} seeds")
+        save_seed_plot(out / f"{setting.key}_final.png", found["values"], "test bits/dim",
+                       f"{model}, {name}, after {steps} steps")
+        plot_sample_grids(out / f"{setting.key}_samples.png", {k: v[0] for k, v in arms.items()},
+                          f"{model} ({name}, seed {seeds[0]}) after a third, two thirds and "
+                          "all of the steps")
+        figures += [
+            figure(f"{setting.key}_test_curves.png", f"{name}: test bits/dim against "
+                   "steps with and without the pixel coordinates (line: mean over seeds; band: +- "
+                   "one standard deviation)."),
+            figure(f"{setting.key}_final.png", f"{name}: final test bits/dim of every "
+                   "seed, and each arm's mean +- sd."),
+            figure(f"{setting.key}_samples.png", f"{name}: samples of the first seed's "
+                   "runs after a third, two thirds and all of the steps; top row without "
+                   "coordinates, bottom row with."),
+        ]
+        if setting.n_bits == 1:
+            for label in ("without", "with"):
+                course_rows.append([f"{model} {label} coordinates", course[label],
+                                    found["tables"][0]["rows"][list(arms).index(label)][1],
+                                    found["tables"][0]["rows"][list(arms).index(label)][2], steps])
+    tables.append(table(
+        "The course's numbers (binarized MNIST, 60,000 images, 20 epochs) beside ours "
+        f"({settings[0].label(budget)}, {train_size(settings[0].data[budget]):,} training images, "
+        "the steps given); both in test bits/dim",
+        ["model", "course", "densitylab (mean)", "densitylab (sd)", "densitylab steps"],
+        course_rows + [[name, value, None, None, None] for name, value in COURSE_OTHERS.items()]))
+    main = settings[0]
     return {
-        "verdict": verdict_sentence(model, data, train_seconds, final),
-        "reproduced": final["with"] < final["without"],
-        "data": data_text,
-        "tables": [
-            table(f"{model} after {train_seconds:g} s of training each (final score on the whole "
-                  "test split)",
-                  ["coordinates", "test bits/dim", "steps", "images/s", "parameters"], rows),
-            table(f"Test bits/dim during training (first {eval_images} test images)",
-                  ["coordinates", "training seconds", "step", "test bits/dim"], curve_rows),
-        ],
-        "figures": [
-            figure("test_curves.png", f"Test bits/dim of {model} against training time, with and "
-                   "without the pixel coordinates (same seed, data and schedule)."),
-            figure("samples.png", f"Samples of {model} (same seed) after a third, two thirds and "
-                   "all of the training time; top row without coordinates, bottom row with."),
-        ],
+        "rule": (f"Judged on {main.label(budget)} (the course's setting: a receptive field "
+                 "shorter than the image where the model has one); the claim is one of size, so "
+                 f"the gain must reach {MIN_RELATIVE:.0%} of the bits/dim without coordinates. "
+                 + rule.text()),
+        "outcome": outcomes[main.key],
+        "verdict": "; ".join(sentences) + ".",
+        "seeds": seeds,
+        "steps": step_record,
+        "data": "; ".join(f"{s.label(budget)} (test bits/dim on the first "
+                          f"{min(s.eval_images, 64) if budget == 'tiny' else s.eval_images} test "
+                          "images)" for s in settings),
+        "tables": tables,
+        "figures": figures,
     }
+
+
+CURVE_IMAGES = 256  # the test curve's points: the first test images
+MIN_RELATIVE = 0.10  # "drastically" / "needs ... to work": at least 10% fewer bits/dim
+MIN_STEPS = 100
+# The course's binarized-MNIST results (20 epochs, test bits/dim) for the models it compared.
+COURSE = {"rnn": {"without": 0.1113, "with": 0.1117},
+          "wavenet": {"without": 0.1333, "with": 0.1193}}
+COURSE_OTHERS = {"pixelcnn (course)": 0.1087, "made (course)": 0.1731}
+
+
+def settings_for(rnn_like: dict[str, int], fashion: dict[str, int]) -> tuple[Setting, ...]:
+    return (
+        Setting("binarized", {"tiny": "digits", "small": "mnist5k",
+                                                   "full": "mnist5k"}, 1, rnn_like, 1000),
+        Setting("fashion", {"tiny": "digits", "small": "fashion-mnist",
+                                                   "full": "fashion-mnist"}, None, fashion, 1000),
+    )
 
 
 @experiment("rnn-coords", "An RNN over pixels improves drastically when each step is also given "
             "the pixel's (row, column)")
 def run_rnn_coords(out: Path, budget: str, seed: int) -> dict[str, Any]:
-    # small, 8 minutes on 2 cores: per run 140 s of training, about 35 s to score the 10,000 test
-    # images at the end, 10 s for the test curve and 5 s for three sample grids
-    return coordinates_experiment(out, budget, seed, "rnn", small_seconds=140, eval_images=256)
+    settings = settings_for({"tiny": 8, "small": 200, "full": 2000},
+                            {"tiny": 8, "small": 100, "full": 1000})
+    options = {"tiny": {"hidden_size": 16}}
+    return coordinates_experiment(out, budget, seed, "rnn", settings, options, COURSE["rnn"])
 
 
 @experiment("wavenet-coords", "WaveNet on images needs the pixel coordinates as metadata to work")
 def run_wavenet_coords(out: Path, budget: str, seed: int) -> dict[str, Any]:
-    # small, 8 minutes on 2 cores: per run 110 s of training, about 70 s to score the 10,000 test
-    # images at the end (WaveNet's pass is twice the RNN's), 10 s of test curve, 8 s of sampling
-    return coordinates_experiment(out, budget, seed, "wavenet", small_seconds=110, eval_images=160)
+    # the default receptive field, 256 steps, is about a third of a 28x28 image; at tiny (8x8)
+    # 4 layers give 16 of the 64 steps
+    settings = settings_for({"tiny": 8, "small": 200, "full": 2000},
+                            {"tiny": 8, "small": 100, "full": 1000})
+    options = {"tiny": {"residual_channels": 8, "skip_channels": 8, "output_hidden": 8,
+                        "layers_per_block": 4}}
+    return coordinates_experiment(out, budget, seed, "wavenet", settings, options,
+                                  COURSE["wavenet"])

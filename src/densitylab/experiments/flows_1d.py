@@ -48,8 +48,24 @@ import torch
 import torch.nn.functional as F
 
 from densitylab.data import load_dataset
-from densitylab.experiments.base import experiment, figure, seconds, table, threads, train_run
+from densitylab.experiments.base import (
+    experiment,
+    figure,
+    save_seed_plot,
+    seed_list,
+    step_count,
+    table,
+    threads,
+    train_run,
+)
 from densitylab.experiments.base import ks_distance as base_ks_distance
+from densitylab.experiments.verdict import (
+    NOT_REPRODUCED,
+    REPRODUCED,
+    ThresholdRule,
+    combine,
+    plus_minus,
+)
 from densitylab.models.registry import build_model
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
@@ -57,6 +73,7 @@ from densitylab.train.rundir import MODEL_FILE
 from densitylab.viz.curves import save_line_plot
 
 KS_THRESHOLD = 0.05
+MIN_STEPS_1D = 500
 # (dataset, cdf1d options). Gaussian components for both: logistic ones spend their time in
 # torch's log_sigmoid, which is very slow with 2 threads on a busy CPU (measured ~20 ms per call).
 FLOW_1D_RUNS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -189,46 +206,60 @@ def evaluate_flow_1d(model: Any, train: torch.Tensor, test: torch.Tensor, seed: 
 
 @experiment("flow-1d", "A 1D flow maps data through a learned CDF onto a simple prior")
 def run_flow_1d(out: Path, budget: str, seed: int) -> dict[str, Any]:
-    train_seconds = seconds(budget, small=25, tiny=1.5)
-    rows, figures, ks = [], [], {}
+    steps, seeds = step_count(budget, tiny=30, small=2000), seed_list(budget, seed)
+    rule = ThresholdRule("the KS distance of the test latents to the prior", KS_THRESHOLD,
+                         min_steps=MIN_STEPS_1D)
+    rows, figures, ks, outcomes = [], [], {}, {}
     for name, options in FLOW_1D_RUNS:
-        with threads(1):
-            run = train_run(out / name, "cdf1d", name, train_seconds, seed, options, batch_size=256,
-                            threads=1, sample_count=0, checkpoint_every=10**6, eval_every=10**6)
-        model, _ = model_from_checkpoint(out / name / MODEL_FILE)
-        model.eval()
-        data = load_dataset(name)
-        found = evaluate_flow_1d(model, data.train, data.test, seed)
-        ks[name] = found["ks"]
-        plot_flow_1d(out / f"{name}.png", f"cdf1d on {name}: {options['n_components']} "
-                     f"{options['kind']} components, {options['prior']} prior, "
-                     f"{train_seconds:g} s of training", data.train, found["curves"], found["z"],
-                     model.prior.name, found["samples"], data.levels)
-        score = run.get("test_nats_per_dim", run.get("test_bits_per_dim"))
-        reference = (round(histogram_bits_per_dim(data.train, data.test, data.levels), 4)
-                     if data.levels else "n/a")
-        rows.append([name, options["prior"], run["steps"], round(score, 4), run["unit"], reference,
-                     round(found["ks"], 4), round(found["critical"], 4), found["z"].numel()])
-        figures.append(figure(f"{name}.png", f"cdf1d on {name}: data, learned density, learned CDF "
-                              f"x -> z, latents of the test data against the {options['prior']} "
-                              "prior, samples."))
-    reproduced = all(v < KS_THRESHOLD for v in ks.values())
-    parts = [f"{name} {v:.3f}" for name, v in ks.items()]
-    verdict = (f"After {train_seconds:g} s of training the test data's latents z = F(x) are at KS "
-               f"distance {' and '.join(parts)} from the prior "
-               f"({'all below' if reproduced else 'not all below'} the threshold {KS_THRESHOLD}; a "
-               f"perfect model's 95% band is {rows[0][7]}), so the learned CDF "
-               f"{'does' if reproduced else 'does not yet'} carry the data onto the prior.")
+        ks[name], run_steps = [], []
+        for s in seeds:
+            with threads(1):
+                run = train_run(out / name / f"seed{s}", "cdf1d", name, steps, s, options,
+                                batch_size=256, threads=1, sample_count=0, test_images=None,
+                                checkpoint_every=10**6, eval_every=10**6)
+            model, _ = model_from_checkpoint(out / name / f"seed{s}" / MODEL_FILE)
+            model.eval()
+            data = load_dataset(name)
+            found = evaluate_flow_1d(model, data.train, data.test, s)
+            ks[name].append(found["ks"])
+            run_steps.append(run["steps"])
+            if s == seeds[0]:
+                plot_flow_1d(out / f"{name}.png", f"cdf1d on {name} (seed {s}): "
+                             f"{options['n_components']} {options['kind']} components, "
+                             f"{options['prior']} prior, {steps} steps", data.train,
+                             found["curves"], found["z"], model.prior.name, found["samples"], data.levels)
+                figures.append(figure(f"{name}.png", f"cdf1d on {name} (first seed): data, learned "
+                                      "density, learned CDF x -> z, latents of the test data against "
+                                      f"the {options['prior']} prior, samples."))
+            score = run.get("test_nats_per_dim", run.get("test_bits_per_dim"))
+            reference = (round(histogram_bits_per_dim(data.train, data.test, data.levels), 4)
+                         if data.levels else "n/a")
+            rows.append([name, s, options["prior"], run["steps"], round(score, 4), run["unit"],
+                         reference, round(found["ks"], 4), round(found["critical"], 4),
+                         found["z"].numel()])
+        outcomes[name] = rule.judge(ks[name], budget, run_steps)
+    save_seed_plot(out / "ks_distances.png", ks, "KS distance of z to the prior",
+                   f"cdf1d after {steps} steps (threshold {KS_THRESHOLD})")
+    figures.append(figure("ks_distances.png", "The KS distance of every seed's test latents to "
+                          "the prior, with each dataset's mean +- sd."))
+    outcome = combine(list(outcomes.values()))
+    parts = [f"{name} {plus_minus(v)} ({outcomes[name]})" for name, v in ks.items()]
+    verdict = (f"After {steps} steps the test data's latents z = F(x) are at KS distance "
+               f"{' and '.join(parts)} from the prior, over {len(seeds)} seeds (threshold "
+               f"{KS_THRESHOLD}; a perfect model's 95% band is {rows[0][8]}).")
     return {
+        "rule": "Both datasets must pass. " + rule.text(),
+        "outcome": outcome,
         "verdict": verdict,
-        "reproduced": reproduced,
+        "seeds": seeds,
+        "steps": {name: steps for name, _ in FLOW_1D_RUNS},
         "data": "mixture-1d (continuous, 20,000 / 5,000 points) and gaps-1d (integers 0..99 with "
                 "gaps, 20,000 / 5,000, uniformly dequantized)",
         "tables": [table(
-            f"cdf1d after {train_seconds:g} s of training (batch 256): test score and uniformity "
-            "of the latents",
-            ["data", "prior", "steps", "test score", "unit", "train histogram (bits/dim)",
-             "KS distance of z to the prior", "KS 95% critical value", "test points"], rows)],
+            f"cdf1d after {steps} steps (batch 256): test score and uniformity of the latents, one "
+            "run per seed", ["data", "seed", "prior", "steps", "test score", "unit",
+                             "train histogram (bits/dim)", "KS distance of z to the prior",
+                             "KS 95% critical value", "test points"], rows)],
         "figures": figures,
     }
 
@@ -429,8 +460,10 @@ def dequantization_measurements(budget: str, seed: int) -> dict[str, Any]:
             "points and its training log-likelihood diverges; with uniform dequantization it is a "
             "proper bound")
 def run_dequantization(out: Path, budget: str, seed: int) -> dict[str, Any]:
+    seeds = seed_list(budget, seed)
     with threads(1):
-        r = dequantization_measurements(budget, seed)
+        found = [dequantization_measurements(budget, s) for s in seeds]
+    r = found[0]  # the figures and the enumeration table show the first seed
     steps, best = r["settings"]["steps"], r["best_proper"]
     save_line_plot(out / "dequantization_curves.png", {
         "(a) integers as continuous values": r["curves"]["raw"],
@@ -438,37 +471,71 @@ def run_dequantization(out: Path, budget: str, seed: int) -> dict[str, Any]:
         "0 nats: probability 1 per point": [[0, 0.0], [steps, 0.0]],
         f"best proper discrete model, -H(p_train)/D = {best:.3f}": [[0, best], [steps, best]],
     }, "step", "training log-likelihood (nats/dim)",
-        "MAF on 2,000 points of {0..3}^2: the same flow without and with dequantization")
+        f"MAF on 2,000 points of {{0..3}}^2 (seed {seeds[0]}): without and with dequantization")
     plot_densities(out / "dequantization_densities.png", r["x"], r["raw"], r["dequantized"], LEVELS)
-    total = float(torch.exp(r["log_p"]).sum())
-    excess = r["mc_bound"] - r["log_p"]
-    violations = int((excess > 3 * r["mc_se"]).sum())
-    diverged = r["final_raw"] > 0
-    bounded = r["final_dequantized"] <= best + 3 * r["final_dequantized_se"]
-    reproduced = diverged and bounded and abs(total - 1) < 1e-3 and violations == 0
+    per_seed = []
+    for s, m in zip(seeds, found, strict=True):
+        excess = m["mc_bound"] - m["log_p"]
+        per_seed.append({"seed": s, "raw": m["final_raw"], "deq": m["final_dequantized"],
+                         "best": m["best_proper"], "over_best": m["final_dequantized"] - m["best_proper"],
+                         "sum_error": abs(float(torch.exp(m["log_p"]).sum()) - 1),
+                         "violations": int((excess > 3 * m["mc_se"]).sum()),
+                         "largest_excess": float(excess.max()), "mass_near": m["mass_near"]})
+    rules = {
+        "diverges": ThresholdRule("(a)'s final training log-likelihood (nats/dim)", 0.0, below=False),
+        "bounded": ThresholdRule("(b)'s final bound minus the best proper discrete model's "
+                                 "log-likelihood (nats/dim)", 0.0),
+        "normalized": ThresholdRule("|sum of the exact P(x) of (b) - 1|", 1e-3),
+    }
+    keys = {"diverges": "raw", "bounded": "over_best", "normalized": "sum_error"}
+    outcomes = {name: rule.judge([p[keys[name]] for p in per_seed], budget)
+                for name, rule in rules.items()}
+    violations = sum(p["violations"] for p in per_seed)
+    outcomes["bound below log P(x)"] = REPRODUCED if violations == 0 else NOT_REPRODUCED
+    outcome = combine(list(outcomes.values()))
+    values = {k: [p[key] for p in per_seed] for k, key in (("raw", "raw"), ("deq", "deq"),
+                                                          ("sum", "sum_error"))}
     n_points = len(r["points"])
     verdict = (
-        f"Trained for {steps} steps, the flow without dequantization reaches a training "
-        f"log-likelihood of {r['final_raw']:.3f} nats/dim ({'above' if diverged else 'not above'} 0; "
-        f"the best proper discrete model scores {best:.3f}) and puts {100 * r['mass_near']:.1f}% of "
-        f"its mass within {NEAR} of the {n_points} points ({100 * r['area_near']:.0f}% of the area); "
-        f"the dequantized flow's bound is {r['final_dequantized']:.3f} "
-        f"({'not above' if bounded else 'above'} {best:.3f}); enumerating all {n_points} points, its "
-        f"exact P(x) sum to {total:.5f} and the bound exceeds log P(x) by more than 3 standard errors "
-        f"at {violations} of them (largest bound - log P(x): {float(excess.max()):.4f} nats), so the "
-        f"claim is {'reproduced' if reproduced else 'not reproduced'}.")
+        f"Over {len(seeds)} seeds of {steps} steps, the flow without dequantization reaches a "
+        f"training log-likelihood of {plus_minus(values['raw'])} nats/dim (the best proper discrete "
+        f"model scores {best:.3f} on the first seed's data) and puts {100 * r['mass_near']:.1f}% of "
+        f"its mass within {NEAR} of the {n_points} points ({100 * r['area_near']:.0f}% of the area; "
+        f"first seed); the dequantized flow's bound is {plus_minus(values['deq'])}; enumerating all "
+        f"{n_points} points, its exact P(x) sum to 1 within {max(values['sum']):.1e} and the bound "
+        f"exceeds log P(x) by more than 3 standard errors at {violations} (point, seed) pairs. "
+        + "; ".join(f"{name}: {o}" for name, o in outcomes.items()) + ".")
+    seed_rows = [[p["seed"], round(p["raw"], 4), round(p["deq"], 4), round(p["best"], 4),
+                  round(p["mass_near"], 4), p["sum_error"], p["violations"],
+                  round(p["largest_excess"], 4)] for p in per_seed]
+    save_seed_plot(out / "dequantization_seeds.png",
+                   {"(a) no dequantization": values["raw"], "(b) dequantized bound": values["deq"],
+                    "best proper model": [p["best"] for p in per_seed]},
+                   "final training log-likelihood (nats/dim)", f"{steps} steps per seed")
     enumeration = [[f"({int(p[0])}, {int(p[1])})", round(float(torch.exp(lp)), 5), round(float(lp), 4),
                     round(float(qb), 4), round(float(mc), 4), round(float(se), 4), round(float(mc - lp), 4)]
                    for p, lp, qb, mc, se in zip(r["points"], r["log_p"], r["quadrature_bound"],
                                                 r["mc_bound"], r["mc_se"], strict=True)]
     grid = r["settings"]["grid"]
     return {
+        "rule": ("Four parts, all of which must hold: (a) diverges past 0, (b) stays at or below the "
+                 "best proper discrete model, (b)'s exact probabilities sum to 1, and no point's "
+                 "Monte Carlo bound exceeds its exact log P(x) by more than 3 standard errors (an "
+                 "exact count, zero required). The first three use the threshold rule: "
+                 + rules["diverges"].text()),
+        "outcome": outcome,
         "verdict": verdict,
-        "reproduced": reproduced,
+        "seeds": seeds,
+        "steps": {"(a) no dequantization": steps, "(b) uniform dequantization": steps},
         "data": f"{N_TRAIN} draws from a fixed distribution on {{0..3}}^2 (K = {LEVELS}, D = 2; "
                 f"{int((PMF == 0).sum())} of the 16 points empty)",
         "tables": [
-            table("Training log-likelihood (nats/dim) of the same MAF "
+            table("Per seed: final training log-likelihood (nats/dim) of (a) and (b), the best "
+                  "proper discrete model, (a)'s mass near the points, and (b)'s checks",
+                  ["seed", "(a) no dequantization", "(b) dequantized bound", "best proper model",
+                   f"(a) mass within {NEAR} of the points", "|sum P(x) - 1|",
+                   "points with bound > log P(x) + 3 SE", "largest bound - log P(x)"], seed_rows),
+            table(f"First seed: training log-likelihood (nats/dim) of the same MAF "
                   f"({r['settings']['transforms']} affine transforms, MADE {r['settings']['hidden']}, "
                   f"Adam 3e-3, batch 256, {steps} steps)",
                   ["run", "final training log-likelihood (nats/dim)", "best proper discrete model",
@@ -477,14 +544,17 @@ def run_dequantization(out: Path, budget: str, seed: int) -> dict[str, Any]:
                     round(r["mass_near"], 4)],
                    ["(b) uniform dequantization", round(r["final_dequantized"], 4), round(best, 4),
                     "n/a"]]),
-            table(f"Model (b) on every point: exact P(x) ({grid}x{grid}-point Gauss-Legendre per cell in "
-                  f"logit coordinates; sum "
-                  f"{total:.6f}) against the dequantized bound E_u[log p(x+u)] - D log K",
+            table(f"Model (b), first seed, on every point: exact P(x) ({grid}x{grid}-point "
+                  "Gauss-Legendre per cell in logit coordinates; sum "
+                  f"{float(torch.exp(r['log_p']).sum()):.6f}) against the dequantized bound "
+                  "E_u[log p(x+u)] - D log K",
                   ["x", "P(x)", "log P(x)", "bound (quadrature)",
                    f"bound (log_prob, {r['settings']['mc']} samples)", "standard error",
                    "bound - log P(x)"], enumeration),
         ],
         "figures": [
+            figure("dequantization_seeds.png", "Final training log-likelihood of every seed: (a) "
+                   "above 0, (b) below the best proper discrete model (mean +- sd bars)."),
             figure("dequantization_curves.png", "Training log-likelihood per step: without "
                    "dequantization it climbs past 0 nats/dim (a 'probability' above 1 per point); the "
                    "dequantized bound stays below the best proper discrete model."),

@@ -5,14 +5,15 @@ checkerboard masks before each squeeze (and channel masks after it) models image
 one that splits the image into its top and bottom halves, or its left and right halves.
 
 Measured: the same ``realnvp`` (default architecture: 3 scales, 32 hidden channels) is trained
-three times for the same number of seconds on the budget's image data, with the model option
-``mask`` set to ``checkerboard`` (the default), ``top-bottom`` and ``left-right``; only the
-spatial masks change, the channel masks after each squeeze stay. Each run reports its test
-bits/dim on the whole test split (the dequantization bound), its steps and its training speed;
-the test bits/dim on the first test images every few steps give the curves, and 36 samples of
-each model (temperature 1) give the sample grids.
+three times, for each of several seeds, for the same number of optimizer steps on the budget's
+image data, with the model option ``mask`` set to ``checkerboard`` (the default), ``top-bottom``
+and ``left-right``; only the spatial masks change, the channel masks after each squeeze stay.
+Each run reports its test bits/dim on the whole test split (the dequantization bound), its steps
+and its training speed; the test bits/dim on the first test images every few steps give the
+curves, and 36 samples of the first seed's models (temperature 1) give the sample grids.
 
-Verdict: reproduced when the checkerboard model has the lowest test bits/dim of the three.
+Verdict: the paired rule (:mod:`densitylab.experiments.verdict`), checkerboard against each of
+the two splits; both must hold.
 """
 
 from __future__ import annotations
@@ -23,11 +24,24 @@ from typing import Any
 
 import torch
 
-from densitylab.experiments.base import experiment, figure, image_data, seconds, table, train_run
+from densitylab.experiments.base import (
+    ARM_COLUMNS,
+    arm_rows,
+    experiment,
+    figure,
+    image_data,
+    paired_comparison,
+    save_band_plot,
+    save_seed_plot,
+    seed_list,
+    step_count,
+    table,
+    train_run,
+)
+from densitylab.experiments.verdict import PairedRule, combine
 from densitylab.train.checkpoint import model_from_checkpoint
 from densitylab.train.files import atomic_write
-from densitylab.train.rundir import METRICS_FILE, MODEL_FILE
-from densitylab.viz.curves import save_line_plot
+from densitylab.train.rundir import MODEL_FILE
 from densitylab.viz.grid import image_grid
 
 MASKS = ("checkerboard", "top-bottom", "left-right")
@@ -35,6 +49,7 @@ BATCH_SIZE = 64
 SAMPLES = 36
 # (evaluate every N steps, on the first M test images) per budget: enough points for a curve
 EVAL_SCHEDULE = {"tiny": (3, 297), "small": (100, 500), "full": (500, 2000)}
+MIN_STEPS = 200
 
 
 def eval_curve(metrics: Path, unit: str = "bpd") -> list[list[float]]:
@@ -87,43 +102,51 @@ def sample_run(run_dir: Path, n: int, seed: int) -> torch.Tensor:
 @experiment("realnvp-masks", "RealNVP with checkerboard + channel masks beats top/bottom and "
             "left/right splits")
 def run_realnvp_masks(out: Path, budget: str, seed: int) -> dict[str, Any]:
-    data, train_seconds = image_data(budget), seconds(budget, small=105, tiny=1.5)
+    data, steps, seeds = image_data(budget), step_count(budget, tiny=6, small=400), seed_list(budget, seed)
     eval_every, eval_images = EVAL_SCHEDULE[budget]
-    runs, curves, samples = {}, {}, {}
-    for mask in MASKS:
-        run_dir = out / mask
-        runs[mask] = train_run(run_dir, "realnvp", data, train_seconds, seed, {"mask": mask},
-                               batch_size=BATCH_SIZE, eval_every=eval_every, eval_images=eval_images)
-        curves[f"mask={mask}"] = eval_curve(run_dir / METRICS_FILE)
-        samples[mask] = sample_run(run_dir, SAMPLES, seed)
-    levels = runs[MASKS[0]]["levels"]
+    arms: dict[str, list[dict[str, Any]]] = {mask: [] for mask in MASKS}
+    samples = {}
+    for s in seeds:
+        for mask in MASKS:
+            run_dir = out / f"seed{s}" / mask
+            arms[mask].append(train_run(run_dir, "realnvp", data, steps, s, {"mask": mask},
+                                        batch_size=BATCH_SIZE, eval_every=eval_every,
+                                        eval_images=eval_images, sample_count=0))
+            if s == seeds[0]:
+                samples[mask] = sample_run(run_dir, SAMPLES, s)
+    levels = arms[MASKS[0]][0]["levels"]
     save_sample_panels(out / "samples.png", samples, levels)
-    save_line_plot(out / "test_curves.png", curves, "step", f"test bits/dim (first {eval_images} images)",
-                   f"RealNVP on {data}, {train_seconds:g} s per mask")
-    scores = {mask: runs[mask]["test_bits_per_dim"] for mask in MASKS}
-    best = lowest(scores)
-    reproduced = best == "checkerboard"
-    others = ", ".join(f"{m} {scores[m]:.3f}" for m in MASKS[1:])
-    verdict = (f"Trained {train_seconds:g} s each on {data}, RealNVP scores {scores['checkerboard']:.3f} "
-               f"test bits/dim with checkerboard masks against {others}: "
-               + ("checkerboard is the lowest, as claimed." if reproduced else
-                  f"{best} is the lowest, so the claim does not hold at this budget."))
+    save_band_plot(out / "test_curves.png", {f"mask={m}": [r["curve"]["test"] for r in runs]
+                                             for m, runs in arms.items()},
+                   "step", f"test bits/dim (first {eval_images} images)",
+                   f"RealNVP on {data}, {steps} steps per mask, mean +- sd over {len(seeds)} seeds")
+    rules = [PairedRule("test bits/dim", "checkerboard", other, min_steps=MIN_STEPS)
+             for other in MASKS[1:]]
+    found = [paired_comparison(rule, {k: arms[k] for k in (rule.better, rule.other)}, budget)
+             for rule in rules]
+    save_seed_plot(out / "bits_per_dim.png", found[0]["values"] | found[1]["values"],
+                   "test bits/dim", f"RealNVP on {data}, {steps} steps per mask")
+    outcome = combine([f["outcome"] for f in found])
+    verdict = "; ".join(f"{f['summary']}: {f['outcome']}" for f in found) + "."
     return {
+        "rule": ("Both comparisons must hold (checkerboard against top-bottom, and against "
+                 "left-right); each: " + rules[0].text()),
+        "outcome": outcome,
         "verdict": verdict,
-        "reproduced": reproduced,
+        "seeds": seeds,
+        "steps": {mask: steps for mask in MASKS},
         "data": f"{data}, {levels} levels; test bits/dim on the whole test split "
-                f"({runs['checkerboard']['test_images']} images)",
+                f"({arms['checkerboard'][0]['test_images']} images)",
         "tables": [table(
-            f"RealNVP (3 scales, 32 channels) after {train_seconds:g} s of training per mask "
-            f"(batch {BATCH_SIZE})",
-            ["mask", "test bits/dim", "steps", "train images/s", "parameters"],
-            [[mask, round(scores[mask], 4), runs[mask]["steps"],
-              round(images_per_second(runs[mask], BATCH_SIZE), 1), runs[mask]["parameters"]]
-             for mask in MASKS])],
+            f"RealNVP (3 scales, 32 channels) after {steps} steps per mask (batch {BATCH_SIZE}), "
+            "one run per seed and mask", ARM_COLUMNS, arm_rows(arms)),
+            *(f["tables"][1] for f in found)],
         "figures": [
-            figure("samples.png", f"{SAMPLES} samples (temperature 1) of each model: checkerboard, "
-                   "top-bottom and left-right masks."),
+            figure("bits_per_dim.png", "Test bits/dim of every seed and mask, with each mask's "
+                   "mean +- sd."),
+            figure("samples.png", f"{SAMPLES} samples (temperature 1) of the first seed's models: "
+                   "checkerboard, top-bottom and left-right masks."),
             figure("test_curves.png", f"Test bits/dim on the first {eval_images} test images "
-                   f"every {eval_every} steps, one line per mask."),
+                   f"every {eval_every} steps, mean over seeds with a +- sd band, one line per mask."),
         ],
     }
