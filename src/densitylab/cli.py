@@ -179,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--context", help="conditional flows: the context to sample at, "
                         "comma-separated numbers")
     sample.add_argument("--method", choices=["cached", "naive"],
-                        help="autoregressive models: reuse earlier steps' activations (cached, the "
-                        "default where the model has it) or run the whole network per sub-pixel "
-                        "(naive); the same --seed gives the same images")
+                        help="autoregressive models, MAF and IAF: reuse earlier steps' activations "
+                        "(cached, the default where the model has it) or run the whole network per "
+                        "step (naive); the same --seed gives the same images")
     sample.add_argument("--float64", action="store_true",
                         help="sample in float64: cached and naive then agree even on draws that "
                         "float32 rounding could tip (rare; slower)")
@@ -199,15 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--out", required=True, help="directory for results.json and figures "
                             "(all: one sub-directory per experiment)")
     experiment.add_argument("--budget", choices=("tiny", "small", "full"), default="small",
-                            help="tiny: seconds (a smoke test); small: a 2-core CPU, all in under an "
-                            "hour; full: a GPU")
-    experiment.add_argument("--seed", type=int, default=0, help="seeds every run of the experiment")
+                            help="tiny: seconds (a smoke test, never 'reproduced'); small: a 2-core "
+                            "CPU, 3 seeds, all in under 90 minutes; full: a GPU, 5 seeds")
+    experiment.add_argument("--seed", type=int, default=0, help="the first seed; the others follow it")
 
     report = command("report", "render experiment results and training runs into one "
                      "self-contained HTML page")
     report.add_argument("dirs", nargs="+", help="experiment output directories and/or run "
                         "directories (or directories of them)")
-    report.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    report.add_argument("-o", "--output", default="report.html", help="HTML file to write (a name "
+                        "ending in .md writes a Markdown summary of the experiments instead)")
 
     bench = command("bench", "fixed-budget benchmark: train N minutes, report JSON")
     bench.add_argument("model", help="model name (see 'densitylab list')")
