@@ -114,10 +114,9 @@ class Flow(DensityModel):
         if cond is None:
             raise DensitylabError(f"this flow is conditional: give a context of {self.context_features} "
                                   "value(s) per example (cond)")
-        cond = torch.as_tensor(cond, device=self.device)
-        if not cond.is_floating_point():
-            cond = cond.to(self.dtype)
-        cond = cond.to(self.dtype).reshape(-1, self.context_features) if cond.numel() else cond
+        cond = torch.as_tensor(cond, device=self.device).to(self.dtype)
+        if cond.dim() < 2:  # one context for the batch, or one value per example when k = 1
+            cond = cond.reshape(-1, 1) if self.context_features == 1 else cond.reshape(1, -1)
         if cond.shape[0] == 1 and batch != 1:
             cond = cond.expand(batch, -1)
         if tuple(cond.shape) != (batch, self.context_features):
