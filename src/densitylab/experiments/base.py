@@ -323,7 +323,7 @@ def save_band_plot(path: Path, curves: dict[str, list[list[list[float]]]], xlabe
     import matplotlib.pyplot as plt
 
     from densitylab.experiments.verdict import mean_sd
-    from densitylab.train.files import atomic_write
+    from densitylab.viz.curves import finish_plot
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, per_seed in curves.items():
@@ -337,19 +337,7 @@ def save_band_plot(path: Path, curves: dict[str, list[list[list[float]]]], xlabe
                        marker="o" if length < 12 else None, markersize=3)[0]
         ax.fill_between(xs, [m - s for m, s in stats], [m + s for m, s in stats],
                         color=line.get_color(), alpha=0.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    finish_plot(fig, ax, path, xlabel, ylabel, title, logx, logy)
 
 
 def paired_comparison(rule: Any, arms: dict[str, list[dict[str, Any]]], budget: str,

@@ -22,6 +22,15 @@ def save_line_plot(path: str | Path, series: dict[str, Sequence[Sequence[float]]
         if len(points):
             xs, ys = zip(*((p[0], p[1]) for p in points), strict=True)
             ax.plot(xs, ys, label=label, marker="o" if len(points) < 12 else None, markersize=3)
+    return finish_plot(fig, ax, path, xlabel, ylabel, title, logx, logy)
+
+
+def finish_plot(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str = "",
+                logx: bool = False, logy: bool = False) -> Path:
+    """Label, scale and title ``ax``, add a grid and a legend (when it has labels), and write
+    ``fig`` to ``path`` as PNG atomically; closes the figure."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logx:
@@ -31,7 +40,8 @@ def save_line_plot(path: str | Path, series: dict[str, Sequence[Sequence[float]]
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
