@@ -33,13 +33,17 @@ def fixed_budget(
     out: str | None = None,
     sample_count: int = 64,
     n_bits: int | None = None,
+    **run_options: Any,
 ) -> dict[str, Any]:
+    """Train ``model`` for ``minutes`` of optimizer steps and score it; ``run_options`` are further
+    :class:`RunConfig` settings (e.g. ``ema``, ``schedule``, ``warmup_steps``)."""
     config = RunConfig(model=model, model_config=model_config or {}, data=data, n_bits=n_bits, lr=lr,
                        data_dir=data_dir, time_budget=f"{minutes * 60}s", batch_size=batch_size,
-                       threads=threads, eval_every=10**9, checkpoint_every=10**9)
+                       threads=threads, eval_every=10**9, checkpoint_every=10**9, **run_options)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, Path(out or tmp), force=out is None, progress=False)
         trainer.train_loop()
+        trainer.adopt_average()
         model_ = trainer.model.eval()
         test_bpd = trainer.evaluate(test_images)
         started = time.perf_counter()
@@ -65,4 +69,6 @@ def fixed_budget(
         **({"sample_error": sample_error} if sample_error else {}),
         "model_config": trainer.model.config_dict(),
         "lr": config.lr,
+        "batch_size": batch_size,
+        **({"run_options": run_options} if run_options else {}),
     }

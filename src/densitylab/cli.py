@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                        + _run_default("batch_size"))
     train.add_argument("--lr", type=float, help="peak Adam learning rate, reached after a warm-up "
                        "of at most 5%% of the run (default: the model's, see 'densitylab list MODEL')")
+    train.add_argument("--ema", type=float, metavar="DECAY",
+                       help="evaluate, sample and save an exponential moving average of the weights "
+                       "with this decay, e.g. 0.999 (0: the last weights)" + _run_default("ema"))
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N" + _run_default("device"))
     train.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                        help="fp32, or autocast the networks to bf16 / fp16 (fp16: CUDA "
@@ -270,7 +273,7 @@ def _list_model(name: str) -> int:
 
 
 _TRAIN_FLAGS = ("data", "data_dir", "context_columns", "n_bits", "conditional", "epochs", "time_budget",
-                "batch_size", "lr",
+                "batch_size", "lr", "ema",
                 "device", "precision", "compile", "seed", "threads", "eval_every", "checkpoint_every",
                 "sample_count")
 

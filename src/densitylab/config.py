@@ -32,6 +32,7 @@ class RunConfig:
     warmup_steps: int = 100
     schedule: str = "cosine"
     grad_clip: float = 100.0
+    ema: float = 0.0  # decay of a moving average of the weights used to evaluate and sample (0: off)
     device: str = "auto"
     precision: str = "fp32"  # fp32, or bf16 / fp16 autocast of the networks (the likelihood stays fp32)
     compile: bool = False  # torch.compile the training loss
@@ -61,6 +62,9 @@ class RunConfig:
             raise DensitylabError(f"--lr must be a positive finite number, got {self.lr}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise DensitylabError(f"grad_clip must be a positive finite number, got {self.grad_clip}")
+        if not (math.isfinite(self.ema) and 0.0 <= self.ema < 1.0):
+            raise DensitylabError(f"--ema must be in [0, 1) (0: no weight average; 0.999 is usual), "
+                                  f"got {self.ema}")
         if self.schedule not in ("cosine", "constant"):
             raise DensitylabError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

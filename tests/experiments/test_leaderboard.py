@@ -24,9 +24,7 @@ def test_every_registered_image_model_is_on_the_board_autoregressive_first():
 def test_only_the_cpu_budget_leaves_models_out_and_says_why():
     assert lb.left_out("tiny", (1, 8, 8), 17) == {} and lb.left_out("full", (1, 28, 28), 256) == {}
     skipped = lb.left_out("small", (1, 28, 28), 256)
-    assert set(skipped) == {"iaf", "ffjord"}
-    params, reason = skipped["iaf"]
-    assert params > 0 and "3920 sequential MADE passes (D=784 x 5 transforms)" in reason
+    assert set(skipped) == {"ffjord"}  # IAF's cached density makes it fast enough
     assert skipped["ffjord"][0] > 0 and "ODE" in skipped["ffjord"][1]
 
 

@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from densitylab.train.rundir import (
     TENSORBOARD_DIR,
 )
 from densitylab.train.validation import check_resumable
+from densitylab.train.weight_average import WeightAverage
 from densitylab.viz.grid import save_grid
 
 WARMUP_FRACTION = 0.05  # the warm-up never takes more than this share of a run
@@ -121,6 +123,7 @@ class Trainer:
             config.model, self.data.shape, self.data.levels, config.model_config)).to(self.device)
         if config.lr is None:
             config.lr = self.model.default_lr
+        self.average = WeightAverage(self.model, config.ema) if config.ema else None
         # fused: one kernel over all parameters (about half the optimizer time on a CPU)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         # the loss as a module: DDP synchronizes its gradients, torch.compile compiles it
@@ -308,6 +311,8 @@ class Trainer:
             return
         extra_tensors = {"rng.noise": noise[0], "rng.torch": torch.get_rng_state()}
         extra_tensors |= {f"rng.noise.rank{rank}": state for rank, state in enumerate(noise) if rank}
+        if self.average is not None:
+            extra_tensors |= self.average.state_tensors()
         header = {"state": self.state.to_dict(), "run_config": self.config.to_dict(),
                   **self._dataset_header()}
         if self.scaler is not None:
@@ -346,6 +351,9 @@ class Trainer:
         check_resumable(tensors, header, path, f"'densitylab eval' and 'densitylab sample' still work "
                         f"from {weights}; retrain with --force to train further")
         ckpt.load_model_state(self.model, tensors, path)
+        if self.average is not None:  # a run saved without an average starts one from its weights
+            self.average = WeightAverage(self.model, self.config.ema)
+            self.average.load_state_tensors(tensors, path)
         ckpt.load_optimizer_state(self.optimizer, tensors, header, path,
                                   [f"model.{name}" for name, _ in self.model.named_parameters()])
         rank = distributed.rank()
@@ -433,12 +441,25 @@ class Trainer:
         if self.scaler is not None:  # on overflowing gradients it skips the step, lowers the scale
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self._update_average()
             return float(reported)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.step()
+        self._update_average()
         return float(reported)
+
+    def _update_average(self) -> None:
+        """After an optimizer step (the one that becomes step ``state.step + 1``)."""
+        if self.average is not None:
+            self.average.update(self.model, self.state.step + 1)
+
+    def adopt_average(self) -> None:
+        """Training is over: give the model the averaged weights (``ema`` > 0), which the
+        evaluation, the samples and the saved model then use. The checkpoint keeps both."""
+        if self.average is not None:
+            self.average.copy_to(self.model)
 
     def _recover(self, bad_in_row: int) -> None:
         path = self.run_dir / CHECKPOINT_FILE
@@ -467,8 +488,9 @@ class Trainer:
         labels = self._test_cond(len(images))
         start, stop = distributed.shard(images)  # all of them in a single process
         part_labels = None if labels is None else labels[start:stop]
-        bpd = (bits_per_dim(self.model, images[start:stop], seed=self.config.seed, labels=part_labels)
-               if stop > start else 0.0)
+        with self.average.swapped_in(self.model) if self.average is not None else nullcontext():
+            bpd = (bits_per_dim(self.model, images[start:stop], seed=self.config.seed,
+                                labels=part_labels) if stop > start else 0.0)
         if distributed.is_distributed():
             total, count = distributed.all_reduce_sum([bpd * (stop - start), float(stop - start)])
             bpd = total / count
@@ -526,6 +548,8 @@ class Trainer:
             standardize.fit(self.train_images)
         self.model.initialize(self.train_images[:4096])
         distributed.broadcast_module(self.model)  # every rank starts from rank 0's numbers
+        if self.average is not None:  # the average starts from the initialised weights
+            self.average = WeightAverage(self.model, self.config.ema)
         self.save_checkpoint()  # step 0: a kill or an early divergence can always go back here
         self._needs_data_init = False
 
@@ -561,6 +585,7 @@ class Trainer:
         self._notice(f"training done ({self.state.step} steps, {self.state.train_seconds:.1f} s of "
                      f"training); now, outside the budget: scoring all {len(self.data.test):,} test "
                      f"images{f' and drawing {samples} samples' if samples else ''}")
+        self.adopt_average()
         test_bpd = self.evaluate()
         self._log({"step": self.state.step, f"test_{self.unit}_full": test_bpd})
         self.model.eval()
