@@ -25,6 +25,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 WIDTH = "100"  # argparse wraps help text to $COLUMNS: fixed, so the page does not depend on the terminal
 TABLE_ORDER = ["autoregressive-8bit", "autoregressive-binarized", "flows-8bit", "logit-margin", "peers",
+               "glow-profile",
                "sampling", "maf-iaf", "flops", "fixed-budget-first"]
 
 

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the training loss (first steps slower while it compiles)"
                        + _run_default("compile"))
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep images and convolution weights in the NHWC memory layout (on a "
+                       "CPU often faster convolutions; the same model)" + _run_default("channels_last"))
     train.add_argument("--seed", type=int, help="seeds initialisation, data order and noise"
                        + _run_default("seed"))
     train.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -273,9 +276,8 @@ def _list_model(name: str) -> int:
 
 
 _TRAIN_FLAGS = ("data", "data_dir", "context_columns", "n_bits", "conditional", "epochs", "time_budget",
-                "batch_size", "lr", "ema",
-                "device", "precision", "compile", "seed", "threads", "eval_every", "checkpoint_every",
-                "sample_count")
+                "batch_size", "lr", "ema", "device", "precision", "compile", "channels_last", "seed",
+                "threads", "eval_every", "checkpoint_every", "sample_count")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ class RunConfig:
     device: str = "auto"
     precision: str = "fp32"  # fp32, or bf16 / fp16 autocast of the networks (the likelihood stays fp32)
     compile: bool = False  # torch.compile the training loss
+    channels_last: bool = False  # images in the NHWC memory layout (faster convolutions on a CPU)
     seed: int = 0
     threads: int | None = None
     eval_every: int = 500

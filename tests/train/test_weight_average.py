@@ -31,8 +31,8 @@ def test_average_follows_its_recurrence_exactly():
                 p.add_(torch.randn_like(p))
         average.update(layer, step)
         d = min(0.9, (1 + step) / (10 + step))
-        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, layer.parameters())]
-    for got, want in zip(average.values, expected):
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, layer.parameters(), strict=True)]
+    for got, want in zip(average.values, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     assert average.decay_at(1) == pytest.approx(2 / 11) and average.decay_at(10**6) == 0.9
 

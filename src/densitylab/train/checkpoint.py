@@ -227,3 +227,15 @@ def load_optimizer_state(
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise DensitylabError(f"{path}: the optimizer state does not fit the model "
                               f"({str(exc).splitlines()[0]}); retrain") from None
+    match_parameter_layouts(optimizer)
+
+
+def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor its parameter's memory layout (files hold contiguous
+    tensors; a fused optimizer reads a channels-last parameter and its moments element by element
+    in memory order, so they must agree)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)

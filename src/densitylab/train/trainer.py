@@ -121,6 +121,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model: DensityModel = (model if model is not None else build_model(
             config.model, self.data.shape, self.data.levels, config.model_config)).to(self.device)
+        if config.channels_last:  # 4-d weights in NHWC; batches follow in next_batch
+            self.model.to(memory_format=torch.channels_last)
         if config.lr is None:
             config.lr = self.model.default_lr
         self.average = WeightAverage(self.model, config.ema) if config.ema else None
@@ -409,6 +411,8 @@ class Trainer:
         index = distributed.shard_batch(index).to(self.train_images.device)  # this rank's part
         labels = self.train_labels[index] if self.train_labels is not None else None
         batch = self.train_images[index]
+        if self.config.channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         return (batch if self.data.continuous else batch.long()), labels
 
     @property
