@@ -13,12 +13,20 @@ configuration plus the options named below, so the numbers describe what
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
 
 from densitylab.bench import fixed_budget
 
-# name -> (model, model options). Options are explicit where a model's defaults have changed
-# since an entry was measured, so each entry's command still trains what it measured.
+# name -> (model, model options[, run options]). Options are explicit where a model's defaults have
+# changed since an entry was measured, so each entry's command still trains what it measured. Run
+# options are further RunConfig settings (precision, compile, channels_last, ema, batch_size, ...).
 FULL_WIDTH = {"vertical_channels": 32, "gate_channels": 32}
 ENTRIES = {
     "pixelcnn": ("pixelcnn", {"head": "softmax"}),
@@ -49,6 +57,14 @@ ENTRIES = {
     "maf+actnorm": ("maf", {"actnorm": True}),
     "iaf": ("iaf", {}),
     "ffjord": ("ffjord", {}),
+    # attempts at the next step of the frontier (each one measured, winners and losers alike)
+    "pixelcnn+mixture+bf16": ("pixelcnn", {"head": "logistic-mixture"}, {"precision": "bf16"}),
+    "pixelcnn+mixture+ema": ("pixelcnn", {"head": "logistic-mixture"}, {"ema": 0.999}),
+    "pixelcnn+mixture+channels_last": ("pixelcnn", {"head": "logistic-mixture"},
+                                       {"channels_last": True}),
+    "glow+compile+channels_last": ("glow", {}, {"compile": True, "channels_last": True}),
+    "glow+channels_last": ("glow", {}, {"channels_last": True}),
+    "glow+bf16": ("glow", {}, {"precision": "bf16"}),
 }
 FLOWS = ["nice", "realnvp", "glow", "maf"]
 AUTOREGRESSIVE = ["pixelcnn", "gated_pixelcnn", "wavenet", "wavenet+coords", "rnn", "rnn+coords", "made"]
@@ -72,17 +88,44 @@ def main() -> None:
     parser.add_argument("--n-bits", type=int, default=None, help="1: binarized")
     parser.add_argument("--sample-count", type=int, default=64)
     parser.add_argument("--lr", type=float, default=None, help="override the model's default")
+    parser.add_argument("--record", metavar="JSONL", help="also append each result as a row of this "
+                        "results file (docs/benchmarks.md is generated from benchmarks/results/)")
+    parser.add_argument("--machine", default=None, help="the machine, in words, for --record")
     args = parser.parse_args()
     for entry in args.entries:
-        model, options = ENTRIES[entry]
+        model, options, *rest = ENTRIES[entry]
+        run_options = rest[0] if rest else {}
         result = fixed_budget(model, args.data, args.minutes, model_config=options, lr=args.lr,
-                              n_bits=args.n_bits, sample_count=args.sample_count)
+                              n_bits=args.n_bits, sample_count=args.sample_count, **run_options)
         result["entry"] = entry
         if entry in REFERENCE and args.n_bits is None:
             name, bpd = REFERENCE[entry]
             result["reference"] = {"name": name, "test_bits_per_dim": bpd,
                                    "bits_per_dim_ratio": result["test_bits_per_dim"] / bpd}
         print(json.dumps(result), flush=True)
+        if args.record:
+            record(Path(args.record), result, run_options, args.machine)
+
+
+def record(path: Path, result: dict[str, Any], run_options: dict[str, Any], machine: str | None) -> None:
+    """Append ``result`` as a results-file row, with the command that reproduces it."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    samples = next((v for k, v in result.items() if k.startswith("sample_") and k.endswith("_seconds")), None)
+    date = datetime.date.today().isoformat()
+    row = {"kind": "row", "id": f"{result['entry']}-{result['minutes']:g}min-{date}",
+           "entry": result["entry"], "model": result["model"], "minutes": result["minutes"],
+           "run_options": ", ".join(f"{k}={v}" for k, v in run_options.items()) or "defaults",
+           "parameters": result["parameters"], "images_per_s": round(result["train_images_per_s"], 1),
+           "steps": result["steps"], "bits_per_dim": round(result["test_bits_per_dim"], 4),
+           "sample_seconds": round(samples, 2) if samples is not None else None,
+           "lr": result["lr"], "commit": commit, "status": "current",
+           "command": f"python benchmarks/fixed_budget.py --entries {result['entry']} "
+                      f"--minutes {result['minutes']:g}",
+           "date": date,
+           "machine": machine or f"{platform.machine()}, 2 threads, torch {torch.__version__}"}
+    with path.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 WIDTH = "100"  # argparse wraps help text to $COLUMNS: fixed, so the page does not depend on the terminal
-TABLE_ORDER = ["autoregressive-8bit", "autoregressive-binarized", "flows-8bit", "logit-margin", "peers",
-               "glow-profile",
-               "sampling", "maf-iaf", "flops", "fixed-budget-first"]
+TABLE_ORDER = ["frontier-8bit", "autoregressive-8bit", "autoregressive-binarized", "flows-8bit",
+               "logit-margin", "peers", "glow-profile", "sampling", "maf-iaf", "flops",
+               "fixed-budget-first"]
 
 
 # ----- docs/cli.md --------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ every autoregressive model trains again on binarized ``mnist5k`` (``n_bits=1``; 
 comparable to the course's binarized-MNIST table; binarized ``digits`` at ``tiny``). Flows are not
 run on the binarized data: uniform dequantization of two levels makes their bound a poor fit, and
 the binarized table compares the exact models. Each run goes through the one Trainer (batch 64,
-the model's default learning rate, warm-up and cosine decay over the steps; ``small``: 100 steps
-per run; ``full``: 1,000), then:
+the model's default learning rate, warm-up and cosine decay over the steps; ``small``: 60 steps
+per run, enough to rank the models' first minutes but not their trained quality, which is what
+``benchmarks/fixed_budget.py``'s 8-minute table is for; ``full``: 1,000), then:
 
-- **test bits/dim** on the first :func:`scored_images` test images (``small``: 1,000; ``tiny`` and
+- **test bits/dim** on the first :func:`scored_images` test images (``small``: 500; ``tiny`` and
   ``full``: the whole test split): exact for autoregressive models, the one-sample uniform
   dequantization bound for flows (the ``bound`` column says which);
 - **parameters**, **steps** and **train images/s** (steps x 64 / seconds spent in optimizer steps);
@@ -125,7 +126,7 @@ def left_out(budget: str, shape: tuple[int, ...], levels: int) -> dict[str, tupl
 
 def scored_images(budget: str) -> int | None:
     """Test images scored per model: a fixed subset at ``small`` (the CPU budget), else all."""
-    return 1000 if budget == "small" else None
+    return 500 if budget == "small" else None
 
 
 def measure(run_dir: Path, model: str, data: str, steps: int, seed: int = 0,
@@ -318,7 +319,7 @@ def leaderboard(out: Path, budget: str, seed: int) -> dict[str, Any]:
     from densitylab.data import load_dataset
 
     data, binary_data = image_data(budget), binarized_data(budget)
-    steps, seeds = step_count(budget, tiny=3, small=100), seed_list(budget, seed)
+    steps, seeds = step_count(budget, tiny=3, small=60), seed_list(budget, seed)
     n_test = scored_images(budget)
     threads = 1 if budget == "tiny" else None  # tiny networks: one thread is faster, by far under load
     native = load_dataset(data)
