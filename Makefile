@@ -34,6 +34,7 @@ results: $(STAMP)
 	$(BIN)/densitylab report results -o results/report.html
 	for f in results/*/results.json; do d=docs/results/$$(basename $$(dirname $$f)); \
 		mkdir -p $$d && cp $$f $$d/; done
+	cp results/experiment_all.json docs/results/
 	$(BIN)/densitylab report docs/results -o docs/results/summary.md
 
 clean:

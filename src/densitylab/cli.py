@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="tiny: seconds (a smoke test, never 'reproduced'); small: a 2-core "
                             "CPU, 3 seeds, all in under 90 minutes; full: a GPU, 5 seeds")
     experiment.add_argument("--seed", type=int, default=0, help="the first seed; the others follow it")
+    experiment.add_argument("--jobs", type=int, help="all: experiments run side by side, one torch "
+                            "thread per core each; the timed ones (af-vs-iaf, leaderboard) run "
+                            "alone first (default: 2 on a machine with 2 or more cores)")
 
     report = command("report", "render experiment results and training runs into one "
                      "self-contained HTML page")
@@ -486,10 +489,25 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         raise DensitylabError(f"unknown experiment {args.name!r}; choose from all, "
                               f"{', '.join(experiment_names())}")
     out = Path(args.out)
-    for name in names:
-        target = out / name if args.name == "all" else out
-        record = run_experiment(name, target, args.budget, args.seed)
-        print(f"{name}: {record['outcome']}: {record['verdict']} ({target})", flush=True)
+    if args.name != "all":
+        record = run_experiment(args.name, out, args.budget, args.seed)
+        print(f"{args.name}: {record['outcome']}: {record['verdict']} ({out})", flush=True)
+        return 0
+    from densitylab.experiments.runner import default_jobs, run_all
+
+    def report(result: dict) -> None:
+        said = result.get("error") or f"{result['outcome']}: {result['verdict']}"
+        print(f"{result['name']}: {said} ({out / result['name']}, {result['seconds'] / 60:.1f} min)",
+              flush=True)
+
+    timed = {name for name in names if EXPERIMENTS[name].timed}
+    record = run_all(names, timed, out, args.budget, args.seed, args.jobs or default_jobs(), report)
+    failed = [name for name, r in record["experiments"].items() if "error" in r]
+    print(f"all: {len(names)} experiments in {record['wall_s'] / 60:.1f} minutes ({record['jobs']} "
+          f"at a time; {', '.join(record['timed_alone']) or 'none'} alone first)", flush=True)
+    if failed:
+        raise DensitylabError(f"{len(failed)} experiment(s) failed: {', '.join(failed)} (the others' "
+                              f"results are in {out}); rerun one with 'densitylab experiment NAME'")
     return 0
 
 

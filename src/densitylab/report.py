@@ -171,12 +171,26 @@ def sorted_records(paths: list[Path]) -> list[tuple[dict[str, Any], Path]]:
     return records
 
 
-def render_markdown(records: list[tuple[dict[str, Any], Path]]) -> str:
+def whole_run_sentence(paths: list[Path]) -> str | None:
+    """What ``experiment all`` recorded in ``experiment_all.json`` under ``paths``, in one line."""
+    for path in paths:
+        file = path / "experiment_all.json"
+        if file.is_file():
+            whole = json.loads(file.read_text())
+            return (f"`densitylab experiment all --budget {whole['budget']}` ran these "
+                    f"{len(whole['experiments'])} experiments in {whole['wall_s'] / 60:.1f} minutes "
+                    f"of wall time on {whole['cores']} cores ({whole['jobs']} at a time; "
+                    f"{', '.join(whole['timed_alone']) or 'none'} alone first, since they time).")
+    return None
+
+
+def render_markdown(records: list[tuple[dict[str, Any], Path]], whole: str | None = None) -> str:
     """A Markdown summary (for README and docs): one row per experiment with its outcome, seeds,
     steps per arm and minutes, then each experiment's rule and verdict; every number read from the
-    ``results.json`` files."""
-    lines = ["| experiment | outcome | budget | seeds | steps per arm | minutes |",
-             "| --- | --- | --- | ---: | --- | ---: |"]
+    ``results.json`` files (and ``whole``, the line of the run of them all, first)."""
+    lines = [whole, ""] if whole else []
+    lines += ["| experiment | outcome | budget | seeds | steps per arm | minutes |",
+              "| --- | --- | --- | ---: | --- | ---: |"]
     for r, _ in records:
         steps = sorted(set(r.get("steps", {}).values()))
         lines.append("| " + " | ".join([
@@ -199,7 +213,7 @@ def render_report(paths: list[Path], output: Path) -> int:
     runs = [(r, d) for r, d in records if is_run(r)]
     experiments = [(r, d) for r, d in records if not is_run(r)]
     if output.suffix == ".md":
-        atomic_write_text(output, render_markdown(experiments))
+        atomic_write_text(output, render_markdown(experiments, whole_run_sentence(paths)))
         return len(experiments)
     parts = []
     if experiments:

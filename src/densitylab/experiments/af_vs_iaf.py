@@ -158,7 +158,8 @@ def slopes(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 @experiment("af-vs-iaf", "Autoregressive flows train fast and sample slowly, inverse autoregressive "
-            "flows the opposite; the slow direction is D sequential steps, so the gap grows with D")
+            "flows the opposite; the slow direction is D sequential steps, so the gap grows with D",
+            timed=True)
 def run_af_vs_iaf(out: Path, budget: str, seed: int) -> dict[str, Any]:
     settings, seeds = SETTINGS[budget], seed_list(budget, seed)
     with threads(1):

@@ -56,16 +56,18 @@ class Experiment:
     name: str
     claim: str
     run: RunFn
+    timed: bool = False  # measures wall-clock time: runs alone, with every core
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def experiment(name: str, claim: str) -> Callable[[RunFn], RunFn]:
-    """Register ``run(out, budget, seed) -> record`` as experiment ``name``."""
+def experiment(name: str, claim: str, timed: bool = False) -> Callable[[RunFn], RunFn]:
+    """Register ``run(out, budget, seed) -> record`` as experiment ``name``; ``timed``: it
+    measures wall-clock time, so ``experiment all`` runs it alone."""
 
     def register(run: RunFn) -> RunFn:
-        EXPERIMENTS[name] = Experiment(name, claim, run)
+        EXPERIMENTS[name] = Experiment(name, claim, run, timed)
         return run
 
     return register

@@ -309,7 +309,7 @@ def best_text(rows: list[dict[str, Any]]) -> str:
 
 
 @experiment("leaderboard", "Every image model on Fashion-MNIST 8-bit (and binarized) at the same budget: "
-            "bits/dim, parameters, train images/s, sample time")
+            "bits/dim, parameters, train images/s, sample time", timed=True)
 def run_leaderboard(out: Path, budget: str, seed: int) -> dict[str, Any]:
     with restored_threads():  # a tiny run sets one thread process-wide: give the caller its own back
         return leaderboard(out, budget, seed)
