@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ ENTRIES = {
     "pixelcnn+mixture+wide48": ("pixelcnn", {"head": "logistic-mixture", "hidden_channels": 48,
                                              "output_hidden": 48}),
     "pixelcnn+mixture+deep8": ("pixelcnn", {"head": "logistic-mixture", "n_residual_blocks": 8}),
+    "pixelcnn+mixture+deep8+bf16": ("pixelcnn", {"head": "logistic-mixture", "n_residual_blocks": 8},
+                                    {"precision": "bf16"}),
     "glow+compile+channels_last": ("glow", {}, {"compile": True, "channels_last": True}),
     "glow+channels_last": ("glow", {}, {"channels_last": True}),
     "glow+bf16": ("glow", {}, {"precision": "bf16"}),
@@ -116,7 +119,8 @@ def record(path: Path, result: dict[str, Any], run_options: dict[str, Any], mach
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     samples = next((v for k, v in result.items() if k.startswith("sample_") and k.endswith("_seconds")), None)
     date = datetime.date.today().isoformat()
-    row = {"kind": "row", "id": f"{result['entry']}-{result['minutes']:g}min-{date}",
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{result['entry']}-{result['minutes']:g}min-{date}".lower())
+    row = {"kind": "row", "id": slug,
            "entry": result["entry"], "model": result["model"], "minutes": result["minutes"],
            "run_options": ", ".join(f"{k}={v}" for k, v in run_options.items()) or "defaults",
            "parameters": result["parameters"], "images_per_s": round(result["train_images_per_s"], 1),

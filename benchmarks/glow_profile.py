@@ -174,7 +174,9 @@ def main() -> None:
     tuned = [flag for flag, on in (("compile", args.compile), ("channels last", args.channels_last))
              if on]
     applied = "both" if args.peer_too else "densitylab only"
-    row = {"kind": "row", "entry": "glow L=2, K=8, hidden 64"
+    count = sum(1 for line in RESULTS.read_text().splitlines() if '"kind": "row"' in line) \
+        if RESULTS.is_file() else 0
+    row = {"kind": "row", "id": f"glow-profile-{count + 1}", "entry": "glow L=2, K=8, hidden 64"
            + (f", {' + '.join(tuned)} ({applied})" if tuned else ", eager"), "threads": args.threads,
            "steps": args.steps, "densitylab_images_per_s": round(speeds["densitylab-glow"], 1),
            "normflows_images_per_s": round(speeds["normflows-glow"], 1), "ratio": round(ratio, 3),
