@@ -40,6 +40,9 @@ def test_train_eval_sample_round_trip(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "h.png"),
                  "--temperature", "0.8", "--seed", "1"]) == 0
     assert (tmp_path / "h.png").read_bytes() == first
+    assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "h.png"),
+                 "--temperature", "0.8", "--seed", "1"]) == 0  # the same -o again: replaced
+    assert (tmp_path / "h.png").read_bytes() == first
     assert main(["sample", str(tmp_path / "run"), "-n", "4", "-o", str(tmp_path / "naive.png"),
                  "--temperature", "0.8", "--seed", "1", "--method", "naive"]) == 0
     assert (tmp_path / "naive.png").read_bytes() == first  # cached (the default) = naive

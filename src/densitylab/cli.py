@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -417,7 +418,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path(args.run_dir) / rundir.GRID_FILE
     if output.is_dir():
         raise DensitylabError(f"-o {output} is a directory; give a file name, e.g. {output / 'grid.png'}")
-    rundir.check_writable(output, "-o")
+    rundir.check_writable(output, "-o", file=True)
     model, _ = model_from_checkpoint(args.run_dir, resolve_device(args.device))
     if args.float64:
         model.double()
@@ -446,15 +447,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.method is not None and not set_method(model, args.method):
         raise DensitylabError(f"--method applies to autoregressive models, MAF and IAF; "
                               f"{model.registry_name!r} samples in one pass")
+    started = time.perf_counter()
     samples = model.sample(len(labels) if labels is not None and n_classes else args.n, labels,
                            temperature=args.temperature, generator=generator, **options)
+    seconds = time.perf_counter() - started
     if len(model.shape) != 3:  # vectors (the toys): a histogram
         from densitylab.viz.points import save_points_plot
 
         save_points_plot(output, samples, f"{len(samples)} samples", model.levels)
     else:
         save_grid(output, samples, model.levels, nrow=nrow, row_labels=row_labels)
-    print(f"wrote {len(samples)} samples to {output}")
+    print(f"wrote {len(samples)} samples to {output} (drawn in {seconds:.2f} s)")
     return 0
 
 

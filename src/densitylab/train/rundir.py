@@ -63,10 +63,16 @@ def holds_run_files(path: Path) -> bool:
     return path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir())
 
 
-def check_writable(path: str | Path, flag: str) -> None:
+def check_writable(path: str | Path, flag: str, file: bool = False) -> None:
     """Refuse early (one line) when ``path`` could not be created or written: the nearest existing
-    ancestor must be a directory this process may write into."""
+    ancestor must be a directory this process may write into. ``file``: ``path`` names a file,
+    which may already exist (it is replaced)."""
     path = Path(path).absolute()
+    if file and path.is_file():
+        if not os.access(path, os.W_OK):
+            raise DensitylabError(f"{flag} {path}: no permission to replace that file; choose "
+                                  f"another {flag}")
+        path = path.parent
     target = path
     while not target.exists():
         if target.parent == target:

@@ -44,7 +44,6 @@ from itertools import pairwise
 
 import torch
 from torch import nn
-from torchdiffeq import odeint, odeint_adjoint
 
 from densitylab.models.flows.transforms import Transform
 
@@ -295,6 +294,10 @@ class CNF(Transform):
         grid = torch.tensor([1.0, 0.0] if reverse else [0.0, 1.0], dtype=like.dtype, device=like.device)
         options = {"step_size": self.step_size} if self.solver in FIXED_STEP_SOLVERS else None
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.solver, options=options)
+        # imported here: torchdiffeq pulls in scipy.integrate, about 0.6 s that every command
+        # building the model registry would otherwise pay
+        from torchdiffeq import odeint, odeint_adjoint
+
         if self.adjoint:
             params = tuple(p for p in self.parameters() if p.requires_grad)
             out = odeint_adjoint(dynamics, state, grid, adjoint_params=params, **kwargs)
