@@ -43,6 +43,7 @@ from densitylab.errors import DensitylabError
 from densitylab.experiments.verdict import OUTCOMES, REPRODUCED, TOO_SMALL, reproduced_flag
 from densitylab.train.files import atomic_write_json
 from densitylab.train.rundir import METRICS_FILE, RESULTS_FILE
+from densitylab.viz.figures import save_png
 
 BUDGETS = ("tiny", "small", "full")
 
@@ -297,7 +298,6 @@ def save_seed_plot(path: Path, values: dict[str, list[float]], ylabel: str, titl
     import matplotlib.pyplot as plt
 
     from densitylab.experiments.verdict import mean_sd
-    from densitylab.train.files import atomic_write
 
     fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(values) + 2), 3.8))
     for k, ys in enumerate(values.values()):
@@ -311,8 +311,7 @@ def save_seed_plot(path: Path, values: dict[str, list[float]], ylabel: str, titl
     ax.set_title(title + "\n(dots: seeds; square and bar: mean +- sd)", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def save_band_plot(path: Path, curves: dict[str, list[list[list[float]]]], xlabel: str,

@@ -34,8 +34,8 @@ from densitylab.experiments.base import (
 from densitylab.experiments.verdict import NOT_REPRODUCED, REPRODUCED, mean_sd, plus_minus
 from densitylab.models.registry import build_model
 from densitylab.train.checkpoint import model_from_checkpoint
-from densitylab.train.files import atomic_write
 from densitylab.train.rundir import MODEL_FILE
+from densitylab.viz.figures import save_png
 from densitylab.viz.grid import save_grid
 
 CHANNELS = ("R", "G", "B")
@@ -113,8 +113,7 @@ def plot_dependencies(path: Path, seen: torch.Tensor) -> None:
     axes[3].set_yticks(range(3), [f"out {c}" for c in CHANNELS])
     axes[3].set_title("within the centre pixel\n(black: depends)", fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 @experiment("colour-masks", "Colour PixelCNN: R | G | B masks order the channels of each pixel "

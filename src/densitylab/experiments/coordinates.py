@@ -53,9 +53,9 @@ from densitylab.experiments.base import (
 from densitylab.experiments.base import threads as restored_threads
 from densitylab.experiments.verdict import PairedRule
 from densitylab.models.base import DensityModel
-from densitylab.train.files import atomic_write
 from densitylab.train.rundir import METRICS_FILE
 from densitylab.train.trainer import Trainer
+from densitylab.viz.figures import save_png
 
 EVAL_FRACTIONS = tuple(k / 8 for k in range(9))  # test points, as fractions of the training time
 SNAPSHOT_FRACTIONS = (1 / 3, 2 / 3)  # sample grids from these copies, and from the final model
@@ -162,8 +162,7 @@ def plot_sample_grids(path: Path, runs: dict[str, dict[str, Any]], title: str) -
             ax.set_title(f"{label} coordinates, step {step}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 @dataclass(frozen=True)

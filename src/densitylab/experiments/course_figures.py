@@ -35,8 +35,8 @@ from densitylab.experiments.base import (
 from densitylab.experiments.verdict import MEASUREMENT, ThresholdRule, mean_sd, plus_minus
 from densitylab.models.autoregressive.made import ORDERINGS, pixel_ranks
 from densitylab.train.checkpoint import model_from_checkpoint
-from densitylab.train.files import atomic_write
 from densitylab.train.rundir import MODEL_FILE
+from densitylab.viz.figures import save_png
 from densitylab.viz.grid import image_grid, save_grid
 
 CHANCE_MULTIPLE = 3.0  # conditional: accuracy must reach this many times chance
@@ -63,8 +63,7 @@ def plot_orders_and_samples(path: Path, shape: tuple[int, int], samples: dict[st
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 @experiment("made-orderings", "MADE can factorise an image in any order of its pixels (the course's "

@@ -64,8 +64,8 @@ from densitylab.experiments.base import (
 )
 from densitylab.experiments.verdict import REPRODUCED, ThresholdRule, combine, mean_sd, plus_minus
 from densitylab.train.checkpoint import model_from_checkpoint
-from densitylab.train.files import atomic_write
 from densitylab.train.rundir import METRICS_FILE, MODEL_FILE
+from densitylab.viz.figures import save_png
 
 # FFJORD's 2D model (Grathwohl et al. 2019): a CNF block whose dynamics are a concat-squash MLP of
 # 3 x 64 hidden units (tanh); exact trace in 2D. Solved with fixed-step RK4 (4 steps of 0.25: 16
@@ -234,8 +234,7 @@ def save_model_figure(path: Path, model_name: str, rows: dict[str, dict[str, Any
     height = 3.2 * len(rows)  # inches
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.3 / height, top=1 - 0.6 / height,
                         wspace=0.22, hspace=0.3)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-    plt.close(fig)
+    save_png(fig, path, dpi=80)
 
 
 def probe_points(toy_name: str, n: int) -> torch.Tensor:

@@ -68,9 +68,9 @@ from densitylab.experiments.verdict import (
 )
 from densitylab.models.registry import build_model
 from densitylab.train.checkpoint import model_from_checkpoint
-from densitylab.train.files import atomic_write
 from densitylab.train.rundir import MODEL_FILE
 from densitylab.viz.curves import save_line_plot
+from densitylab.viz.figures import save_png
 
 KS_THRESHOLD = 0.05
 MIN_STEPS_1D = 500
@@ -190,8 +190,7 @@ def plot_flow_1d(path: Path, title: str, train: torch.Tensor, curves: dict[str, 
         ax.set_xlim(axes[0].get_xlim())
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.16, top=0.83, wspace=0.28)  # no tight_layout: slow
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 def evaluate_flow_1d(model: Any, train: torch.Tensor, test: torch.Tensor, seed: int,
@@ -427,8 +426,7 @@ def plot_densities(path: Path, x: torch.Tensor, raw: Any, dequantized: Any, leve
         ax.set_ylabel("x2")
         fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.subplots_adjust(left=0.05, right=0.97, bottom=0.13, top=0.92, wspace=0.35)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 def dequantization_measurements(budget: str, seed: int) -> dict[str, Any]:

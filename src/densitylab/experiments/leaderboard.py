@@ -64,7 +64,8 @@ from densitylab.experiments.base import threads as restored_threads
 from densitylab.experiments.verdict import MEASUREMENT, mean_sd
 from densitylab.models.registry import available_models, build_model
 from densitylab.train import checkpoint as ckpt
-from densitylab.train.files import atomic_write, atomic_write_json
+from densitylab.train.files import atomic_write_json
+from densitylab.viz.figures import save_png
 from densitylab.viz.grid import image_grid, save_grid
 
 SAMPLES = 16
@@ -268,8 +269,7 @@ def plot_samples(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.75 / fig.get_figheight(),
                         wspace=0.08, hspace=0.35)  # (tight_layout costs seconds with many panels)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def plot_tradeoff(path: Path, groups: dict[str, list[dict[str, Any]]]) -> None:
@@ -295,8 +295,7 @@ def plot_tradeoff(path: Path, groups: dict[str, list[dict[str, Any]]]) -> None:
         ax.set_title(f"{label} (circles: autoregressive, exact; squares: flows, bound)", fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def best_text(rows: list[dict[str, Any]]) -> str:

@@ -40,8 +40,8 @@ from densitylab.experiments.base import (
 )
 from densitylab.experiments.verdict import PairedRule, combine
 from densitylab.train.checkpoint import model_from_checkpoint
-from densitylab.train.files import atomic_write
 from densitylab.train.rundir import MODEL_FILE
+from densitylab.viz.figures import save_png
 from densitylab.viz.grid import image_grid
 
 MASKS = ("checkerboard", "top-bottom", "left-right")
@@ -88,8 +88,7 @@ def save_sample_panels(path: Path, samples: dict[str, torch.Tensor], levels: int
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def sample_run(run_dir: Path, n: int, seed: int) -> torch.Tensor:

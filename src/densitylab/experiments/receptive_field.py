@@ -27,7 +27,7 @@ from densitylab.experiments.base import (
 )
 from densitylab.experiments.verdict import NOT_REPRODUCED, REPRODUCED, PairedRule
 from densitylab.models.registry import build_model
-from densitylab.train.files import atomic_write
+from densitylab.viz.figures import save_png
 
 SIZE = 15
 
@@ -108,8 +108,7 @@ def plot(maps: dict, layers: tuple[int, ...], size: int, path: Path) -> None:
     fig.suptitle("What the centre pixel's conditional depends on (blue: seen; red: earlier pixels "
                  "missed inside that area, the blind spot; yellow: the pixel)", fontsize=9)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 MIN_STEPS = 100

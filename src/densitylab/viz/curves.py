@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from densitylab.train.files import atomic_write
+from densitylab.viz.figures import save_png
 
 
 def save_line_plot(path: str | Path, series: dict[str, Sequence[Sequence[float]]], xlabel: str,
@@ -29,8 +29,6 @@ def finish_plot(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str 
                 logx: bool = False, logy: bool = False) -> Path:
     """Label, scale and title ``ax``, add a grid and a legend (when it has labels), and write
     ``fig`` to ``path`` as PNG atomically; closes the figure."""
-    import matplotlib.pyplot as plt
-
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logx:
@@ -44,6 +42,5 @@ def finish_plot(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str 
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return path

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from densitylab.train.files import atomic_write
+from densitylab.viz.figures import save_png
 
 
 def save_points_plot(path: str | Path, samples: torch.Tensor, title: str = "samples",
@@ -36,6 +36,5 @@ def save_points_plot(path: str | Path, samples: torch.Tensor, title: str = "samp
         ax.set_title(name)
     fig.tight_layout()
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-    plt.close(fig)
+    save_png(fig, path, dpi=80)
     return path
