@@ -99,6 +99,26 @@ def test_exact_trace_logdet_matches_autograd_jacobian():
     check_logdet(cnf, torch.randn(2, 2, dtype=torch.float64), atol=1e-4)
 
 
+@pytest.mark.parametrize("act", ["tanh", "softplus"])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_forward_mode_trace_matches_autograd(act, dim):
+    """The MLP's forward-mode trace equals the sum of the autograd diagonal entries, and the
+    gradients of both with respect to the parameters and the input agree (float64)."""
+    net = randomize_(ConcatSquashMLP(dim, 16, 2, act), std=0.7).double()
+    t = torch.tensor(0.4, dtype=torch.float64)
+    z = (3 * torch.randn(6, dim, dtype=torch.float64)).requires_grad_(True)
+    f, trace = net.forward_with_trace(t, z)
+    f_ref = net(t, z)
+    trace_ref = exact_trace(f_ref, z, create_graph=True)
+    assert torch.allclose(f, f_ref, atol=1e-12)
+    assert torch.allclose(trace, trace_ref, atol=1e-10)
+    inputs = [z, *net.parameters()]
+    grads = torch.autograd.grad((trace.square().sum() + f.sum()), inputs)
+    grads_ref = torch.autograd.grad((trace_ref.square().sum() + f_ref.sum()), inputs)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert torch.allclose(g, g_ref, atol=1e-9)
+
+
 @pytest.mark.parametrize("noise", ["rademacher", "gaussian"])
 def test_hutchinson_estimate_is_unbiased(noise):
     """At one time point, the mean of e^T (df/dz) e over many draws of e is within 4 standard

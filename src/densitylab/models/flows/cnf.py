@@ -61,6 +61,16 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def activation_slope(act: nn.Module, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    """The derivative of an activation of :data:`ACTIVATIONS` at ``pre`` (``post = act(pre)``)."""
+    if isinstance(act, nn.Tanh):
+        return 1 - post.square()
+    if isinstance(act, nn.Softplus):
+        scaled = pre * act.beta  # nn.Softplus is the identity above its threshold
+        return torch.where(scaled > act.threshold, torch.ones_like(pre), torch.sigmoid(scaled))
+    raise TypeError(f"no derivative known for {type(act).__name__}")
+
+
 # ----- ODE networks f(t, z) ------------------------------------------------------------------
 
 
@@ -76,6 +86,17 @@ class ConcatSquashLinear(nn.Module):
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         tt = t.reshape(1, 1).to(h)
         return self.layer(h) * torch.sigmoid(self.gate(tt)) + self.time_bias(tt)
+
+    def forward_with_tangents(
+        self, t: torch.Tensor, h: torch.Tensor, tangents: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output and its directional derivatives: ``tangents`` ``(B, D, in)`` holds
+        ``dh/dz_d`` for each input direction ``d``; the layer is affine in ``h`` for a fixed ``t``,
+        so they map to ``(W dh/dz_d) * sigmoid(W_g t + b_g)``."""
+        tt = t.reshape(1, 1).to(h)
+        gate = torch.sigmoid(self.gate(tt))
+        out = self.layer(h) * gate + self.time_bias(tt)
+        return out, nn.functional.linear(tangents, self.layer.weight) * gate
 
 
 class ConcatSquashMLP(nn.Module):
@@ -95,6 +116,23 @@ class ConcatSquashMLP(nn.Module):
             if k < len(self.layers) - 1:
                 h = self.act(h)
         return h
+
+    def forward_with_trace(self, t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f(t, z)`` and the exact ``tr(df/dz)`` per example, by forward-mode differentiation:
+        the ``D`` columns of the Jacobian ride along the layers as a ``(B, D, width)`` tangent,
+        about ``D + 1`` forward passes in all and no double backward (for small ``D`` several
+        times cheaper than ``D`` vector-Jacobian products built with ``create_graph``)."""
+        dim = z.shape[1]
+        h = z
+        tangents = torch.eye(dim, dtype=z.dtype, device=z.device).expand(z.shape[0], dim, dim)
+        for k, layer in enumerate(self.layers):
+            pre, tangents = layer.forward_with_tangents(t, h, tangents)
+            if k < len(self.layers) - 1:
+                h = self.act(pre)
+                tangents = tangents * activation_slope(self.act, pre, h).unsqueeze(1)
+            else:
+                h = pre
+        return h, tangents.diagonal(dim1=1, dim2=2).sum(1)
 
 
 class ConcatConv2d(nn.Module):
@@ -194,6 +232,11 @@ class _Dynamics:
         keep_graph = torch.is_grad_enabled()
         if not with_logdet:  # sampling: f only, no autograd needed
             return self.cnf.velocity(s, z)
+        if self.exact and hasattr(self.cnf.net, "forward_with_trace"):
+            # forward mode: the trace comes with f, differentiable exactly when grad mode is on
+            end_time = self.cnf.end_time()
+            f, trace = self.cnf.net.forward_with_trace(s * end_time, z)
+            return f * end_time, trace * end_time
         with torch.enable_grad():
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
