@@ -23,7 +23,9 @@ from densitylab.models.flows.cnf import (
     ConcatSquashMLP,
     draw_noise,
     exact_trace,
+    exact_trace_and_frobenius,
     hutchinson_trace,
+    hutchinson_trace_and_frobenius,
 )
 from densitylab.models.flows.ffjord import cnf_blocks, nfe
 from densitylab.train.trainer import Trainer
@@ -210,6 +212,90 @@ def test_nfe_is_recorded_and_logged():
     fixed = _model(solver="rk4", step_size=0.25)
     fixed.log_prob(torch.randn(4, 2))
     assert nfe(fixed)["forward"] == 4 * 4  # 4 rk4 steps of 4 evaluations
+
+
+def test_frobenius_terms_match_the_autograd_jacobian():
+    """||df/dz||_F^2: forward mode and the autograd rows equal the full Jacobian's; Hutchinson's
+    ||e^T J||^2 averages to it within 4 standard errors."""
+    dim = 3
+    net = randomize_(ConcatSquashMLP(dim, 16, 2, "softplus"), std=0.6).double()
+    t = torch.tensor(0.3, dtype=torch.float64)
+    point = torch.randn(1, dim, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda z: net(t, z)[0], point[0])
+    truth = jacobian.square().sum()
+    _, forward_jacobian = net.forward_with_jacobian(t, point)
+    assert torch.allclose(forward_jacobian[0].T, jacobian, atol=1e-12)  # [d, i] = df_i/dz_d
+    z = point.clone().requires_grad_(True)
+    trace, frobenius = exact_trace_and_frobenius(net(t, z), z, create_graph=False)
+    assert torch.allclose(frobenius[0], truth, atol=1e-12)
+    assert torch.allclose(trace[0], jacobian.diagonal().sum(), atol=1e-12)
+    draws = 20000
+    z = point.repeat(draws, 1).requires_grad_(True)
+    noise = draw_noise("rademacher", z, torch.Generator().manual_seed(1))
+    _, estimates = hutchinson_trace_and_frobenius(net(t, z), z, noise, create_graph=False)
+    stderr = estimates.std() / math.sqrt(draws)
+    assert abs(estimates.mean() - truth) < 4 * stderr, (float(estimates.mean()), float(truth))
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_rnode_penalty_integrates_kinetic_energy_and_jacobian_norm(trace):
+    """A single concat-squash layer f = (W z + b) g(t) + c t (g = sigmoid(w_g t + b_g)): its
+    Jacobian is W g(t), so int_0^T ||J||_F^2 dt = ||W||_F^2 int g^2 dt exactly, and the kinetic
+    energy int ||f(z(t), t)||^2 dt is checked against quadrature along the dopri5 trajectory.
+    Training mode only; handed over once; the log-density is the unregularized one."""
+    torch.manual_seed(0)
+    net = randomize_(ConcatSquashMLP(2, 0, 0), std=0.5).double()  # widths [2, 2]: one layer
+    cnf = CNF(net, rtol=1e-9, atol=1e-9, trace=trace, kinetic_weight=0.3,
+              jacobian_weight=0.7).double()
+    x = torch.randn(1 if trace == "exact" else 4000, 2, dtype=torch.float64)
+    z, logdet = cnf(x)
+    penalty = cnf.training_penalty()
+    assert penalty is not None and cnf.training_penalty() is None  # handed over once
+    plain = CNF(net, rtol=1e-9, atol=1e-9, trace=trace).double()
+    assert torch.allclose(plain(x[:1])[0], z[:1], atol=1e-10)
+
+    times = torch.linspace(0, 1, 4001, dtype=torch.float64)
+    layer = net.layers[0].requires_grad_(False)
+    gates = torch.sigmoid(layer.gate(times[:, None]))  # (T, 2)
+    weight = layer.layer.weight
+    jac_rate = (gates[:, :, None] * weight).square().sum((1, 2))  # ||diag(g) W||_F^2 per time
+    jacobian_integral = torch.trapezoid(jac_rate, times)
+    from torchdiffeq import odeint
+
+    path = odeint(lambda t, y: net(t, y), x[:1], times, rtol=1e-10, atol=1e-10)  # (T, 1, 2)
+    speeds = torch.stack([net(t, y).square().sum() for t, y in zip(times, path[:, 0:1], strict=True)])
+    kinetic_integral = torch.trapezoid(speeds, times)
+    expected = 0.3 * kinetic_integral + 0.7 * jacobian_integral
+    metrics = cnf.step_metrics()
+    assert {"kinetic_energy", "jacobian_frobenius"} <= set(metrics)
+    if trace == "exact":
+        assert torch.allclose(penalty[0], expected, rtol=1e-6), (float(penalty[0]), float(expected))
+    else:  # the kinetic part is exact per example; the Jacobian part is a Hutchinson estimate
+        assert abs(metrics["jacobian_frobenius"] - float(jacobian_integral)) < 0.05 * float(jacobian_integral)
+    cnf.eval()
+    cnf(x[:2])
+    assert cnf.training_penalty() is None  # evaluation never regularizes
+
+
+def test_rnode_penalty_is_trained_on_but_not_reported(tmp_path):
+    """The same first batch and initialisation: the reported training loss is the same with and
+    without the penalty, the parameters after the step are not."""
+    losses, weights = [], []
+    for weight in (0.0, 1.0):
+        config = RunConfig(model="ffjord", data="moons", model_config=TINY | {
+                               "solver": "rk4", "step_size": 0.5, "kinetic_weight": weight,
+                               "jacobian_weight": weight},
+                           epochs=1 / (20000 // 64), batch_size=64, eval_every=1000,
+                           checkpoint_every=1000, log_every=1, sample_count=0, threads=1,
+                           warmup_steps=1)
+        trainer = Trainer(config, tmp_path / f"run{weight}", progress=False)
+        trainer.model.initialize(trainer.train_images[:64])
+        losses.append(trainer.train_step(*trainer.next_batch()))
+        weights.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+        if weight:
+            assert trainer.model.step_metrics()["kinetic_energy"] > 0
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert not torch.allclose(weights[0], weights[1])
 
 
 def test_hutchinson_noise_comes_from_the_generator():

@@ -129,6 +129,12 @@ class DensityModel(nn.Module):
         function evaluations); default none."""
         return {}
 
+    def training_penalty(self) -> torch.Tensor | None:
+        """A regularizer of the last training forward pass to add to the loss, per example in
+        nats/dim (e.g. FFJORD's RNODE penalty), handed over once; default none. Evaluation never
+        includes it."""
+        return None
+
     def initialize_from_data(self, x: torch.Tensor) -> None:
         """The model's data-dependent initialisation (default: nothing); see :meth:`initialize`."""
 

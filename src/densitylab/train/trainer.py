@@ -431,6 +431,9 @@ class Trainer:
             loss = loss * math.log(2)
         self.optimizer.zero_grad(set_to_none=True)
         reported = distributed.all_reduce_mean(loss.detach())
+        penalty = self.model.training_penalty()  # nats/dim; trained on, never reported as loss
+        if penalty is not None:
+            loss = loss + penalty.float().mean() / (1 if self.data.continuous else math.log(2))
         if not torch.isfinite(reported):
             if distributed.is_distributed():  # DDP pairs each forward with a backward: run it,
                 loss.backward()  # then drop its gradients

@@ -54,7 +54,9 @@ class FFJORDConfig:
     ``rademacher`` | ``gaussian``. ``solver``: a torchdiffeq method, ``dopri5`` by default
     (fixed-step ones need ``step_size``). ``adjoint``: O(1)-memory adjoint gradients (on CPU
     slower than backpropagating through the solver, the default). ``end_time``: ``T``, learnable
-    with ``learn_end_time``. ``alpha``: the logit map's margin for discrete data."""
+    with ``learn_end_time``. ``alpha``: the logit map's margin for discrete data.
+    ``kinetic_weight`` / ``jacobian_weight``: RNODE's regularizers (see :class:`CNF`), off by
+    default; with them a fixed-step solver stays accurate over long training."""
 
     hidden: int = 64
     n_layers: int = 3
@@ -74,6 +76,8 @@ class FFJORDConfig:
     eval_exact_max_dim: int = 16
     end_time: float = 1.0
     learn_end_time: bool = False
+    kinetic_weight: float = 0.0  # RNODE: training adds this weight x int ||f||^2 dt (per dim)
+    jacobian_weight: float = 0.0  # RNODE: training adds this weight x int ||df/dz||_F^2 dt (per dim)
     alpha: float = DEFAULT_LOGIT_ALPHA
     dequantization: str = "uniform"  # or "variational" (Flow++), for discrete data
 
@@ -89,7 +93,8 @@ def cnf_block(config: FFJORDConfig, latent_shape: tuple[int, ...]) -> CNF:
                solver=config.solver, rtol=config.rtol, atol=config.atol,
                step_size=config.step_size, adjoint=config.adjoint, trace=config.trace,
                noise=config.noise, exact_max_dim=config.exact_max_dim,
-               eval_exact_max_dim=config.eval_exact_max_dim)
+               eval_exact_max_dim=config.eval_exact_max_dim,
+               kinetic_weight=config.kinetic_weight, jacobian_weight=config.jacobian_weight)
 
 
 @register_model("ffjord", "FFJORD: continuous normalizing flow (ODE, dopri5), Hutchinson or exact "

@@ -283,6 +283,14 @@ class Flow(DensityModel):
                     values.setdefault(key, []).append(value)
         return {k: sum(v) if k.startswith("nfe") else sum(v) / len(v) for k, v in values.items()}
 
+    def training_penalty(self) -> torch.Tensor | None:
+        """The transforms' training penalties (RNODE's, of FFJORD's CNFs), summed per example and
+        divided by the dimension: nats/dim, as the loss; ``None`` when none has one."""
+        penalties = [m.training_penalty() for m in self.transform.modules()
+                     if m is not self.transform and callable(getattr(m, "training_penalty", None))]
+        penalties = [p for p in penalties if p is not None]
+        return sum(penalties[1:], penalties[0]) / self.dim if penalties else None
+
 
 def _initialize_once(module: nn.Module, args: tuple) -> None:
     """Forward pre-hook: initialise ``module`` from its input, then remove the hook's effect."""
