@@ -61,10 +61,13 @@ def test_grid_points_cover_the_square_with_cell_centres():
 
 def test_every_flow_of_the_experiment_takes_continuous_2d_vectors():
     for name, spec in MODELS.items():
-        assert data_kind_problem(name, (2,), 0) is None
-        build_model(name, (2,), 0, spec.options)
-    # the four kinds of flow of the claim: RealNVP, MAF, Glow-style and FFJORD
-    assert set(MODELS) == {"realnvp_vector", "maf", "glow_vector", "ffjord"}
+        assert data_kind_problem(spec.registry_name(name), (2,), 0) is None
+        build_model(spec.registry_name(name), (2,), 0, spec.options)
+        for toy in ("moons", "rings"):
+            build_model(spec.registry_name(name), (2,), 0, spec.for_toy(toy, "small")[0])
+    # the kinds of flow of the claim: RealNVP, MAF (affine and spline), Glow-style and FFJORD
+    assert set(MODELS) == {"realnvp_vector", "maf", "maf_spline", "glow_vector", "ffjord"}
+    assert MODELS["maf_spline"].registry_name("maf_spline") == "maf"
 
 
 def test_an_identity_flow_gives_the_gaussian_density_and_the_data_as_latent():

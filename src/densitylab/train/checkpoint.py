@@ -177,18 +177,22 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def model_from_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
+    path: str | Path, device: str | torch.device = "cpu",
+    config_overrides: dict[str, Any] | None = None,
 ) -> tuple[DensityModel, dict[str, Any]]:
     """Rebuild the model a checkpoint was written from, with its weights, in eval mode.
 
     ``path`` is a checkpoint file or a run directory (its ``model.safetensors``, else its
-    ``checkpoint.safetensors``). Returns the model and the header (``header["dataset"]``: the
-    name, shape and levels of the data it was trained on)."""
+    ``checkpoint.safetensors``). ``config_overrides`` replace saved model options that hold no
+    weights (e.g. FFJORD's ODE solver and tolerances, to score a model trained with a cheap
+    solver by an accurate one); an override that changes the weights' shapes is refused like any
+    mismatched checkpoint. Returns the model and the header (``header["dataset"]``: the name,
+    shape and levels of the data it was trained on)."""
     path = rundir.model_file(path)
     tensors, header = read_checkpoint(path)
     try:
         model = build_model(header["model"], tuple(header["shape"]), header["levels"],
-                            header["model_config"])
+                            header["model_config"] | (config_overrides or {}))
     except (KeyError, TypeError) as exc:
         raise DensitylabError(f"{path} has no usable model description ({exc}); retrain") from None
     floats = {v.dtype for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point()}
