@@ -232,19 +232,21 @@ def inspect_flow(model: Any, test: torch.Tensor, grid: int, n_samples: int, seed
             "samples": samples.reshape(len(samples), -1)}
 
 
-def score_flow(run_dir: Path, spec: FlowSpec, test: torch.Tensor, probe: torch.Tensor, grid: int,
-               n_samples: int, seed: int) -> dict[str, Any]:
+def score_flow(run_dir: Path, spec: FlowSpec, run: dict[str, Any], test: torch.Tensor,
+               probe: torch.Tensor, grid: int, n_samples: int, seed: int) -> dict[str, Any]:
     """A trained run scored as the experiment reports it: the flow rebuilt with the spec's
     evaluation options (FFJORD: an accurate adaptive solve), its view (:func:`inspect_flow`), the
-    Gaussianity of the probe points' latents, the test nats/dim, and the mass on the grid under
-    the options it was trained with (for FFJORD, how far off the fixed-step log-determinant is)."""
+    Gaussianity of the probe points' latents, the test nats/dim (the trainer's score ``run``
+    unless the evaluation options change it), and the mass on the grid under the options it was
+    trained with (for FFJORD, how far off the fixed-step log-determinant is)."""
     model, _ = model_from_checkpoint(run_dir / MODEL_FILE, config_overrides=spec.evaluation_options)
     view = inspect_flow(model, test, grid, n_samples, seed)
     with torch.no_grad():
         probe_latent, _ = model(probe.to(model.dtype))
-        nats = float(-model.log_prob(test.to(model.dtype)).mean()) / test.shape[1]
-    training_mass = view["mass"]
+    nats, training_mass = run["test_nats_per_dim"], view["mass"]
     if spec.evaluation_options:
+        with torch.no_grad():
+            nats = float(-model.log_prob(test.to(model.dtype)).mean()) / test.shape[1]
         training_mass = density_on_grid(model_from_checkpoint(run_dir / MODEL_FILE)[0], grid)[1]
     return {"view": view, "stats": gaussianity(probe_latent.reshape(len(probe_latent), -1)),
             "nats": nats, "training_mass": training_mass}
@@ -325,7 +327,7 @@ def run_flow_2d(out: Path, budget: str, seed: int) -> dict[str, Any]:
                                 batch_size=BATCH_SIZE, sample_count=0, test_images=None,
                                 eval_every=10**9, checkpoint_every=10**9, threads=1,
                                 **spec.run_options)
-                scored = score_flow(run_dir, spec, test, probe, grid, n_samples, s)
+                scored = score_flow(run_dir, spec, run, test, probe, grid, n_samples, s)
                 view, stats = scored["view"], scored["stats"]
                 gaps.setdefault((toy, model_name), []).append(stats["gap"])
                 mass_errors.setdefault((toy, model_name), []).append(abs(view["mass"] - 1))

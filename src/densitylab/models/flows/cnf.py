@@ -134,11 +134,6 @@ class ConcatSquashMLP(nn.Module):
                 h = pre
         return h, tangents
 
-    def forward_with_trace(self, t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``f(t, z)`` and the exact ``tr(df/dz)`` per example (forward mode)."""
-        f, jacobian = self.forward_with_jacobian(t, z)
-        return f, jacobian.diagonal(dim1=1, dim2=2).sum(1)
-
 
 class ConcatConv2d(nn.Module):
     """A 3x3 convolution of ``[h, t]``: the time enters as one constant extra channel."""

@@ -277,19 +277,22 @@ class Flow(DensityModel):
         """Per-step numbers of the transforms (FFJORD's function evaluations): counts summed,
         other values averaged over the transforms that report them."""
         values: dict[str, list[float]] = {}
-        for module in self.transform.modules():
-            if module is not self.transform and callable(getattr(module, "step_metrics", None)):
-                for key, value in module.step_metrics().items():
-                    values.setdefault(key, []).append(value)
+        for part in self._parts_offering("step_metrics"):
+            for key, value in part.step_metrics().items():
+                values.setdefault(key, []).append(value)
         return {k: sum(v) if k.startswith("nfe") else sum(v) / len(v) for k, v in values.items()}
 
     def training_penalty(self) -> torch.Tensor | None:
         """The transforms' training penalties (RNODE's, of FFJORD's CNFs), summed per example and
         divided by the dimension: nats/dim, as the loss; ``None`` when none has one."""
-        penalties = [m.training_penalty() for m in self.transform.modules()
-                     if m is not self.transform and callable(getattr(m, "training_penalty", None))]
-        penalties = [p for p in penalties if p is not None]
+        penalties = [p for part in self._parts_offering("training_penalty")
+                     if (p := part.training_penalty()) is not None]
         return sum(penalties[1:], penalties[0]) / self.dim if penalties else None
+
+    def _parts_offering(self, method: str) -> list[nn.Module]:
+        """The modules inside the transform (not the transform itself) that have ``method``."""
+        return [m for m in self.transform.modules()
+                if m is not self.transform and callable(getattr(m, method, None))]
 
 
 def _initialize_once(module: nn.Module, args: tuple) -> None:
